@@ -1,0 +1,5 @@
+import sys
+
+from crrg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""CRRGModel: every learned part of CRRG-CLIP in one hub-loadable module.
+
+detector (Faster R-CNN, 29 regions) -> region features [B, 29, D]
+  -> selection / abnormality classifiers (MLP heads) -> which regions get a sentence
+  -> decoder (GPT-2 with pseudo self-attention on the region feature) -> one sentence per region
+clip (open_clip) -> zero-shot label probabilities and prompt -> region scores.
+
+Saved as a hub-style folder: config.json (the CRRGConfig) + model.safetensors (fp16 by default)
++ README.md model card. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from crrg.classifier import ClassifierConfig, RegionClassifier
+from crrg.clip import ClipConfig, CXRClip
+from crrg.config import from_dict, load_json, to_dict
+from crrg.decoder import DecoderConfig, ReportDecoder
+from crrg.detector import DetectorConfig, RegionDetector
+from crrg.labels import DEFAULT_PROMPTS
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+WEIGHTS_NAME = "model.safetensors"
+
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# crrg model: {{ variant | default("CRRG-CLIP", true) }}
+
+Region-guided chest X-ray report generation (RGRG design: Faster R-CNN over the 29 Chest ImaGenome
+regions, region-selection and abnormality classifiers, GPT-2 with pseudo self-attention) plus a CLIP
+model for zero-shot labels, as in CRRG-CLIP (arXiv 2501.01989). Weights written by `crrg`.
+
+{{ description | default("Randomly initialised or user-trained weights: see the training log that produced them.", true) }}
+
+**Research use only. Not a medical device; outputs are not a diagnosis.**
+
+- Code: {{ repo_url | default("crrg", true) }}
+- Paper: {{ paper_url | default("https://arxiv.org/abs/2501.01989", true) }}
+"""
+
+
+@dataclass
+class CRRGConfig:
+    """The whole model. Component configs are owned by their modules."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    selection: ClassifierConfig = field(default_factory=ClassifierConfig)
+    abnormality: ClassifierConfig = field(default_factory=ClassifierConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    image_size: int = 512
+    selection_threshold: float = 0.5
+    abnormal_threshold: float = 0.5
+    num_beams: int = 1
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    variant: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.detector.image_size != self.image_size:
+            raise ValueError(
+                f"detector.image_size {self.detector.image_size} != image_size {self.image_size}"
+            )
+
+
+def config_variants() -> list[str]:
+    return sorted(p.stem.removeprefix("crrg_") for p in CONFIG_DIR.glob("crrg_*.json"))
+
+
+def get_config(variant: str = "default") -> CRRGConfig:
+    """A named model variant from ``crrg/configs/crrg_<variant>.json``."""
+    path = CONFIG_DIR / f"crrg_{variant}.json"
+    if not path.is_file():
+        raise ValueError(f"unknown model variant {variant!r}; valid variants: {config_variants()}")
+    return load_json(CRRGConfig, path)
+
+
+class CRRGModel(
+    nn.Module,
+    ModelHubMixin,
+    library_name="crrg",
+    tags=["chest-x-ray", "radiology-report-generation", "clip", "research-only"],
+    paper_url="https://arxiv.org/abs/2501.01989",
+    model_card_template=MODEL_CARD,
+):
+    """All learned parts. ``CRRGModel.from_pretrained(folder)``; ``save_pretrained(folder)``."""
+
+    def __init__(self, config: dict | CRRGConfig) -> None:
+        super().__init__()
+        self.config = from_dict(CRRGConfig, config) if isinstance(config, dict) else config
+        cfg = self.config
+        self.detector = RegionDetector(cfg.detector)
+        self.selection = RegionClassifier(cfg.selection)
+        self.abnormality = RegionClassifier(cfg.abnormality)
+        self.decoder = ReportDecoder(cfg.decoder)
+        self.clip = CXRClip(cfg.clip)
+
+    def num_parameters(self) -> dict[str, int]:
+        parts = {"detector": self.detector, "selection": self.selection,
+                 "abnormality": self.abnormality, "decoder": self.decoder, "clip": self.clip}
+        return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
+        kwargs.setdefault("config", to_dict(self.config))
+        cards = kwargs.setdefault("model_card_kwargs", {})
+        cards.setdefault("variant", self.config.variant)
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path, dtype: torch.dtype = torch.float16) -> None:
+        """Weights as safetensors; floating tensors cast to fp16 (halves the size)."""
+        state = {
+            k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+        }
+        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "crrg"})
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", **model_kwargs: Any) -> "CRRGModel":
+        for key in ("revision", "cache_dir", "force_download", "local_files_only", "token"):
+            model_kwargs.pop(key, None)
+        config = model_kwargs.pop("config", None)
+        if config is None:
+            raise FileNotFoundError(f"{model_id!r} has no config.json: not a crrg model folder")
+        model = cls(config)
+        model.load_weights(Path(model_id) / WEIGHTS_NAME)
+        return model.to(map_location).eval()
+
+    def load_weights(self, path: str | Path) -> None:
+        """Strictly load a safetensors file (any float dtype; cast to this model's dtype)."""
+        state = load_file(str(path))
+        own = self.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state.items()}
+        self.load_state_dict(state, strict=True)
+
+
+def replace(config: CRRGConfig, **changes: Any) -> CRRGConfig:
+    """``dataclasses.replace`` that also accepts dotted component fields: ``decoder__n_layer=2``."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        if "__" in key:
+            part, name = key.split("__", 1)
+            nested.setdefault(part, {})[name] = value
+        else:
+            flat[key] = value
+    for part, values in nested.items():
+        flat[part] = dataclasses.replace(getattr(config, part), **values)
+    return dataclasses.replace(config, **flat)

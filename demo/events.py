@@ -1,0 +1,296 @@
+"""Behaviour of the demo: error handling, rendering an :class:`Analysis` into component updates,
+the event wiring, and the named API endpoints ``/report`` and ``/classify``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+
+from crrg.images import ImageError
+from crrg.regions import REGIONS
+from demo import views
+from demo.drawing import draw_regions, region_at
+from demo.service import Analysis, DemoService
+
+logger = logging.getLogger(__name__)
+
+MIN_BOX_PX = 4.0  # original pixels: a smaller drawn box is a mis-click
+MODEL = "crrg-model"  # concurrency id shared by every event that runs the model
+PRIVATE = {"api_visibility": "private"}
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show input problems as ``gr.Error`` messages; log anything unexpected. The app keeps serving."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ImageError as err:
+            raise gr.Error(str(err), title="Cannot read this image") from err
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            raise gr.Error(str(err), title="Cannot do that") from err
+        except Exception as err:  # noqa: BLE001 - the demo must keep serving
+            logger.exception("demo handler %s failed", fn.__name__)
+            raise gr.Error(f"Internal error ({type(err).__name__}: {err}). The demo is still running; "
+                           "see the server log.", title="Something went wrong") from err
+    return wrapper
+
+
+
+def api(service: DemoService) -> None:
+    """Hidden components behind the named endpoints ``/report`` and ``/classify``."""
+    with gr.Column(visible=False):
+        image_in = gr.File(label="image", type="filepath")
+        prompts_in = gr.Textbox(label="prompts", value="")
+        report = gr.Textbox(label="report")
+        result = gr.JSON(label="result")
+        labels = gr.JSON(label="labels")
+        report_btn = gr.Button("report")
+        classify_btn = gr.Button("classify")
+
+    @user_errors
+    def api_report(image: str | None, prompts: str | None) -> tuple[str, dict[str, Any]]:
+        if not image:
+            raise gr.Error("no image given: pass an image file (PNG, JPEG or DICOM)")
+        return service.report(image, prompts)
+
+    @user_errors
+    def api_classify(image: str | None, prompts: str | None) -> dict[str, float]:
+        if not image:
+            raise gr.Error("no image given: pass an image file (PNG, JPEG or DICOM)")
+        return service.classify(image, prompts)
+
+    report_btn.click(api_report, [image_in, prompts_in], [report, result], api_name="report",
+                     concurrency_id=MODEL, api_description="Image file + comma-separated prompts -> "
+                     "(report text, the CLI's JSON: regions, report, labels, disclaimer).")
+    classify_btn.click(api_classify, [image_in, prompts_in], [labels], api_name="classify", concurrency_id=MODEL,
+                       api_description="Image file + comma-separated prompts -> {prompt: probability}.")
+
+
+def render_main(c: SimpleNamespace, analysis: Analysis, focus: str | None, show_all: bool) -> dict:
+    result = analysis.result
+    title = "Report" if analysis.mode == "model" else "Report (your regions)"
+    card = views.region_card(_with_extra(analysis), focus)
+    return {
+        c.overlay: draw_regions(analysis.base, result["regions"], analysis.scale, focus, show_all),
+        c.legend: views.legend_html(result),
+        c.report_view: views.report_html(result, title),
+        c.report_text: result["report"],
+        c.region_card: card,
+        c.describe: gr.Button(interactive=focus is not None),
+        c.table: views.region_rows(result),
+        c.json_view: result,
+        c.status: views.timing_text(result),
+    }
+
+
+def _with_extra(analysis: Analysis) -> dict[str, Any]:
+    """The result with sentences written on request filled in (for the region card)."""
+    if not analysis.extra:
+        return analysis.result
+    regions = [dict(r, sentence=r.get("sentence") or analysis.extra.get(r["name"]))
+               for r in analysis.result["regions"]]
+    return dict(analysis.result, regions=regions)
+
+
+def render_label(c: SimpleNamespace, analysis: Analysis, prompt: str | None) -> dict:
+    result = analysis.result
+    region = (result.get("label_regions") or {}).get(prompt) if prompt else None
+    tags = {region: f"{prompt}: {result['labels'][prompt]:.2f}"} if region else {}
+    image = draw_regions(analysis.base, result["regions"], analysis.scale, region, show_unselected=False,
+                         show_selected=False, tags=tags)
+    return {c.label_image: image}
+
+
+def render_labels(c: SimpleNamespace, analysis: Analysis) -> dict:
+    labels = analysis.result.get("labels") or {}
+    rows = views.label_rows(analysis.result)
+    top = rows[0][0] if rows else None
+    out = {
+        c.label_view: labels or None,
+        c.label_plot: views.label_frame(labels) if labels else None,
+        c.label_table: rows,
+        c.label_pick: gr.Dropdown(choices=[r[0] for r in rows], value=top),
+    }
+    out.update(render_label(c, analysis, top))
+    return out
+
+
+def render_box(c: SimpleNamespace, analysis: Analysis, box: Any = None, corner: Any = None) -> dict:
+    regions = analysis.result["regions"]
+    user_box = box["box"] if box else None
+    image = draw_regions(analysis.base, regions, analysis.scale, None, True, user_box=user_box, marker=corner)
+    return {c.box_image: image, c.box_card: views.box_card(box, corner), c.corner: corner}
+
+
+def cleared(c: SimpleNamespace) -> dict:
+    empty = {"regions": [], "report": ""}
+    return {
+        c.state: None, c.focus: None, c.corner: None, c.overlay: None, c.legend: "",
+        c.report_view: views.report_html(empty), c.report_text: "", c.region_card: views.region_card(empty, None),
+        c.describe: gr.Button(interactive=False), c.table: None, c.json_view: None, c.status: "",
+        c.label_view: None, c.label_plot: None, c.label_table: None, c.label_pick: gr.Dropdown(choices=[], value=None),
+        c.label_image: None, c.ticks: gr.CheckboxGroup(choices=list(REGIONS), value=[]), c.box_image: None,
+        c.box_card: views.box_card(None),
+    }
+
+
+def everything(c: SimpleNamespace, analysis: Analysis, show_all: bool) -> dict:
+    """Every view of a fresh analysis (focus, drawn box and pending corner reset)."""
+    out = {c.state: analysis, c.focus: None}
+    out.update(render_main(c, analysis, None, show_all))
+    out.update(render_labels(c, analysis))
+    out.update(render_box(c, analysis))
+    out[c.ticks] = gr.CheckboxGroup(choices=analysis.detected(), value=analysis.selected())
+    return out
+
+
+def focus_on(c: SimpleNamespace, analysis: Analysis, name: str | None, show_all: bool) -> dict:
+    """Emphasise one region on the overlay and show its card."""
+    detected = name is not None and name in analysis.detected()
+    return {
+        c.focus: name,
+        c.overlay: draw_regions(analysis.base, analysis.result["regions"], analysis.scale, name, show_all),
+        c.region_card: views.region_card(_with_extra(analysis), name),
+        c.describe: gr.Button(interactive=detected),
+    }
+
+
+def _need(analysis: Analysis | None) -> Analysis:
+    if analysis is None:
+        raise gr.Error("Upload a chest X-ray first (PNG, JPEG or DICOM).", title="No image yet")
+    return analysis
+
+
+def _select_xy(analysis: Analysis, evt: gr.SelectData) -> tuple[float, float]:
+    """Click position on a display image -> original pixels."""
+    x, y = evt.index[:2]
+    return float(x) / analysis.scale, float(y) / analysis.scale
+
+
+def _selected_label(evt: gr.SelectData) -> str | None:
+    """The prompt a click on the label list (its value) or the label table (first cell) names."""
+    value = evt.row_value if evt.row_value else evt.value
+    if isinstance(value, dict):
+        value = value.get("label")
+    if isinstance(value, list):  # a dataframe row
+        value = value[0] if value else None
+    return str(value) if value else None
+
+
+def wire(c: SimpleNamespace, service: DemoService, examples: list[Any]) -> None:
+    """Connect the components of :mod:`demo.layout` (``c``) to the service."""
+    everything_out = [c.state, c.focus, c.corner, c.overlay, c.legend, c.report_view, c.report_text,
+                      c.region_card, c.describe, c.table, c.json_view, c.status, c.label_view, c.label_plot,
+                      c.label_table, c.label_pick, c.label_image, c.ticks, c.box_image, c.box_card]
+    main_out = [c.state, c.focus, c.overlay, c.legend, c.report_view, c.report_text, c.region_card,
+                c.describe, c.table, c.json_view, c.status]
+    focus_out = [c.focus, c.overlay, c.region_card, c.describe]
+    labels_out = [c.state, c.json_view, c.label_view, c.label_plot, c.label_table, c.label_pick, c.label_image]
+    downloads_out = [c.dl_json, c.dl_png]
+
+    @user_errors
+    def analyse(path: str | None, prompts: list[str] | None, beams: float, show_all: bool) -> dict:
+        if not path:
+            return cleared(c)
+        return everything(c, service.analyse(path, prompts, int(beams)), show_all)
+
+    @user_errors
+    def downloads(analysis: Analysis | None) -> dict:
+        if analysis is None:
+            return {b: gr.DownloadButton(value=None, interactive=False) for b in downloads_out}
+        json_path, png_path = service.downloads(analysis)
+        return {c.dl_json: gr.DownloadButton(value=json_path, interactive=True),
+                c.dl_png: gr.DownloadButton(value=png_path, interactive=True)}
+
+    @user_errors
+    def write(analysis: Analysis | None, ticked: list[str] | None, beams: float, show_all: bool) -> dict:
+        analysis = _need(analysis)
+        if not ticked:
+            raise gr.Error("Tick at least one region.", title="No region ticked")
+        analysis = service.for_regions(analysis, ticked, int(beams))
+        missing = [r for r in ticked if r not in analysis.detected()]
+        if missing:
+            gr.Warning(f"Not detected in this image, so no sentence: {', '.join(missing)}")
+        return render_main(c, analysis, None, show_all) | {c.state: analysis, c.focus: None}
+
+    @user_errors
+    def relabel(analysis: Analysis | None, prompts: list[str] | None) -> dict:
+        analysis = service.relabel(_need(analysis), prompts)
+        return render_labels(c, analysis) | {c.state: analysis, c.json_view: analysis.result}
+
+    @user_errors
+    def describe(analysis: Analysis | None, focus: str | None, beams: float) -> dict:
+        analysis = _need(analysis)
+        if not focus:
+            raise gr.Error("Click a region first.", title="No region chosen")
+        sentence = service.describe(analysis, focus, int(beams))
+        analysis.extra[focus] = sentence
+        return {c.state: analysis, c.region_card: views.region_card(_with_extra(analysis), focus)}
+
+    @user_errors
+    def click_overlay(analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
+        if analysis is None:
+            return {}
+        x, y = _select_xy(analysis, evt)
+        return focus_on(c, analysis, region_at(analysis.result["regions"], x, y), show_all)
+
+    @user_errors
+    def click_row(analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
+        if analysis is None:
+            return {}
+        row = evt.row_value or []
+        name = row[0] if row and row[0] in REGIONS else None
+        return focus_on(c, analysis, name, show_all)
+
+    @user_errors
+    def click_box(analysis: Analysis | None, corner: Any, beams: float, evt: gr.SelectData) -> dict:
+        if analysis is None:
+            return {}
+        x, y = _select_xy(analysis, evt)
+        if corner is None:
+            return render_box(c, analysis, None, (x, y))
+        (x1, x2), (y1, y2) = sorted((corner[0], x)), sorted((corner[1], y))
+        if x2 - x1 < MIN_BOX_PX or y2 - y1 < MIN_BOX_PX:
+            gr.Warning("That box is too small: click two opposite corners of the area you want described.")
+            return render_box(c, analysis)
+        return render_box(c, analysis, service.for_box(analysis, (x1, y1, x2, y2), int(beams)))
+
+    def redraw(analysis: Analysis | None, focus: str | None, show_all: bool) -> dict:
+        return focus_on(c, analysis, focus, show_all) if analysis is not None else {}
+
+    def pick_label(analysis: Analysis | None, prompt: str | None) -> dict:
+        return render_label(c, analysis, prompt) if analysis is not None else {}
+
+    def label_clicked(evt: gr.SelectData) -> Any:
+        return gr.Dropdown(value=_selected_label(evt))
+
+    model = {"concurrency_id": MODEL, "concurrency_limit": 1, **PRIVATE}
+    inputs = [c.upload, c.prompts, c.beams, c.show_all]
+    gr.on([c.upload.change, c.run.click, c.back.click], analyse, inputs, everything_out, **model
+          ).then(downloads, c.state, downloads_out, **PRIVATE)
+    c.write.click(write, [c.state, c.ticks, c.beams, c.show_all], main_out, **model
+                  ).then(downloads, c.state, downloads_out, **PRIVATE)
+    c.relabel.click(relabel, [c.state, c.prompts], labels_out, **model
+                    ).then(downloads, c.state, downloads_out, **PRIVATE)
+    c.describe.click(describe, [c.state, c.focus, c.beams], [c.state, c.region_card], **model)
+    c.overlay.select(click_overlay, [c.state, c.show_all], focus_out, **PRIVATE)
+    c.table.select(click_row, [c.state, c.show_all], focus_out, **PRIVATE)
+    c.box_image.select(click_box, [c.state, c.corner, c.beams], [c.box_image, c.box_card, c.corner], **model)
+    c.show_all.change(redraw, [c.state, c.focus, c.show_all], focus_out, **PRIVATE)
+    c.label_pick.change(pick_label, [c.state, c.label_pick], [c.label_image], **PRIVATE)
+    c.label_view.select(label_clicked, None, c.label_pick, **PRIVATE)
+    c.label_table.select(label_clicked, None, c.label_pick, **PRIVATE)
+    c.reset.click(lambda: gr.Dropdown(value=service.default_prompts), None, c.prompts, **PRIVATE)
+    if examples:
+        def pick_example(evt: gr.SelectData) -> str:
+            return str(examples[evt.index])
+
+        c.gallery.select(pick_example, None, c.upload, **PRIVATE)

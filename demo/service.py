@@ -1,0 +1,168 @@
+"""The demo's model-facing side: one shared :class:`crrg.pipeline.Pipeline`, inference under a
+lock, the per-session :class:`Analysis` (what the UI shows) and the files it offers for download.
+
+No gradio here: errors are the library's own (``crrg.images.ImageError`` and other ``ValueError``s);
+``demo.ui`` turns them into ``gr.Error`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crrg.images import load_image
+from crrg.pipeline import parse_prompts
+from crrg.regions import REGIONS
+from demo.drawing import display_image, overlay_png
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+MAX_EXAMPLES = 12
+
+
+@dataclass
+class Analysis:
+    """One analysed image as the UI shows it (kept in a ``gr.State`` per browser session).
+
+    ``result`` is ``ReportResult.to_json()`` with ``image`` set to the file's name; ``base`` is the
+    display image (RGB uint8) and ``scale`` = display pixels / original pixels.
+    """
+
+    path: str
+    result: dict[str, Any]
+    base: np.ndarray
+    scale: float
+    mode: str = "model"  # "model": regions the model selected; "custom": regions the user ticked
+    extra: dict[str, str] = field(default_factory=dict)  # region -> sentence written on request
+
+    @property
+    def name(self) -> str:
+        return str(self.result.get("image", Path(self.path).name))
+
+    def detected(self) -> list[str]:
+        return [r["name"] for r in self.result["regions"] if r.get("box") is not None]
+
+    def selected(self) -> list[str]:
+        return [r["name"] for r in self.result["regions"] if r.get("selected")]
+
+
+class DemoService:
+    """Thread-safe facade over one pipeline for every session of the demo."""
+
+    def __init__(self, pipeline: Any, workdir: str | Path | None = None) -> None:
+        self.pipeline = pipeline
+        self._lock = threading.Lock()
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="crrg-demo-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def default_prompts(self) -> list[str]:
+        return list(self.pipeline.default_prompts)
+
+    # --- inference (serialised: torch on a couple of cores) ----------------------------------
+    def _run(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        with self._lock:
+            result = self.pipeline(path, **kwargs)
+        data = result.to_json()
+        data["image"] = Path(path).name
+        return data
+
+    def prompts(self, prompts: str | Sequence[str] | None) -> list[str]:
+        """Prompt string/list -> clean list; empty -> the model's default prompts."""
+        return parse_prompts(prompts) or self.default_prompts
+
+    def analyse(self, path: str, prompts: str | Sequence[str] | None, num_beams: int | None = None
+                ) -> Analysis:
+        """Full analysis: regions, the model's report, zero-shot labels."""
+        pixels = load_image(path).pixels  # fails fast, with a typed error, on a bad file
+        result = self._run(path, prompts=self.prompts(prompts), num_beams=num_beams)
+        base, scale = display_image(pixels)
+        return Analysis(path=path, result=result, base=base, scale=scale)
+
+    def for_regions(self, analysis: Analysis, regions: Sequence[str], num_beams: int | None = None
+                    ) -> Analysis:
+        """Sentences for exactly ``regions`` (RGRG's interactive mode); labels are kept."""
+        unknown = [r for r in regions if r not in REGIONS]
+        if unknown:
+            raise ValueError(f"unknown regions {unknown}; valid regions: {', '.join(REGIONS)}")
+        result = self._run(analysis.path, prompts=[], regions=list(regions), num_beams=num_beams)
+        result["labels"] = analysis.result.get("labels", {})
+        result["label_regions"] = analysis.result.get("label_regions", {})
+        return replace(analysis, result=result, mode="custom", extra={})
+
+    def relabel(self, analysis: Analysis, prompts: str | Sequence[str] | None) -> Analysis:
+        """New zero-shot labels (and best-matching regions) for the same image; the rest is kept."""
+        result = self._run(analysis.path, prompts=self.prompts(prompts), regions=[])
+        merged = dict(analysis.result, labels=result["labels"], label_regions=result["label_regions"])
+        return replace(analysis, result=merged)
+
+    def describe(self, analysis: Analysis, region: str, num_beams: int | None = None) -> str:
+        """A sentence for one region on request (not merged into the report)."""
+        result = self._run(analysis.path, prompts=[], regions=[region], num_beams=num_beams)
+        sentence = next((r["sentence"] for r in result["regions"] if r["name"] == region), None)
+        if sentence is None:
+            raise ValueError(f"region {region!r} was not detected in this image, so it has no sentence")
+        return sentence
+
+    def for_box(self, analysis: Analysis, box: Sequence[float], num_beams: int | None = None
+                ) -> dict[str, Any]:
+        """A sentence for a user box (x1, y1, x2, y2 in original pixels): the ``box`` JSON entry."""
+        result = self._run(analysis.path, prompts=[], regions=[], box=tuple(box), num_beams=num_beams)
+        return result["box"]
+
+    def classify(self, path: str, prompts: str | Sequence[str] | None) -> dict[str, float]:
+        with self._lock:
+            probs = self.pipeline.classify(path, self.prompts(prompts))
+        return {label: round(float(p), 4) for label, p in probs.items()}
+
+    def report(self, path: str, prompts: str | Sequence[str] | None) -> tuple[str, dict[str, Any]]:
+        """The ``/report`` API: (report text, the CLI's JSON)."""
+        result = self._run(path, prompts=self.prompts(prompts))
+        return result["report"], result
+
+    # --- files -------------------------------------------------------------------------------
+    def downloads(self, analysis: Analysis) -> tuple[str, str]:
+        """(JSON path, PNG overlay path) for the download buttons, named after the image."""
+        folder = self.workdir / uuid.uuid4().hex[:12]
+        folder.mkdir()
+        stem = Path(analysis.name).stem or "crrg"
+        json_path = folder / f"{stem}.crrg.json"
+        json_path.write_text(json.dumps(analysis.result, indent=2))
+        png_path = folder / f"{stem}.crrg.png"
+        png_path.write_bytes(overlay_png(load_image(analysis.path).pixels, analysis.result))
+        return str(json_path), str(png_path)
+
+
+def example_files(folder: str | Path | None) -> list[Path]:
+    """Image files directly in ``folder`` (sorted, at most :data:`MAX_EXAMPLES`); [] when unset."""
+    if not folder:
+        return []
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        logger.warning("examples folder %s does not exist; no examples shown", path)
+        return []
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in EXAMPLE_SUFFIXES)
+    return files[:MAX_EXAMPLES]
+
+
+def thumbnails(files: Sequence[Path], side: int = 192) -> list[tuple[np.ndarray, str]]:
+    """(RGB thumbnail, file name) for each readable example; unreadable files are skipped."""
+    out = []
+    for path in files:
+        try:
+            thumb, _ = display_image(load_image(path).pixels, side)
+        except (ValueError, OSError) as err:
+            logger.warning("skipping example %s: %s", path, err)
+            continue
+        out.append((thumb, path.name))
+    return out

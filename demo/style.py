@@ -1,0 +1,58 @@
+"""Look of the demo: theme, CSS and the header (passed to ``launch()``: gradio 6 takes them there)."""
+
+from __future__ import annotations
+
+import html
+
+CSS = """
+.gradio-container { max-width: 1480px !important; }
+#crrg-header { padding: 4px 2px 0 2px; }
+#crrg-header h1 { font-size: 1.55rem; margin: 0 0 2px 0; letter-spacing: -0.01em; }
+#crrg-header p.crrg-sub { margin: 0 0 8px 0; color: var(--body-text-color-subdued); font-size: 0.95rem; }
+.crrg-banner { display: flex; gap: 8px; align-items: center; padding: 7px 12px; border-radius: 8px;
+  background: #fff4e5; color: #7a4100; border: 1px solid #ffcc80; font-size: 0.9rem; }
+.dark .crrg-banner { background: #3b2a12; color: #ffd699; border-color: #7a5312; }
+#crrg-overlay img, #crrg-box img, #crrg-label-image img { background: #0b0d10; }
+#crrg-overlay, #crrg-box, #crrg-label-image { background: #0b0d10; }
+.crrg-chip { --chip: #999; display: inline-flex; align-items: center; gap: 5px; padding: 1px 8px 1px 6px;
+  border-radius: 999px; border: 1px solid var(--chip); font-size: 0.78rem; white-space: nowrap;
+  background: color-mix(in srgb, var(--chip) 14%, transparent); font-weight: 600; }
+.crrg-dot { width: 9px; height: 9px; border-radius: 2px; background: var(--chip); display: inline-block; }
+.crrg-report h3 { margin: 0 0 8px 0; font-size: 1.05rem; }
+.crrg-sentences { display: grid; grid-template-columns: max-content 1fr; column-gap: 12px; }
+.crrg-sentence { display: contents; }
+.crrg-sentence > * { overflow-wrap: anywhere; padding: 6px 0; border-bottom: 1px solid var(--border-color-primary); line-height: 1.45; }
+.crrg-sentence > .crrg-chips { display: flex; flex-direction: column; align-items: flex-start; gap: 3px; }
+.crrg-sentence:last-child > * { border-bottom: none; }
+.crrg-card { padding: 10px 12px; border-radius: 8px; border: 1px solid var(--border-color-primary);
+  background: var(--block-background-fill); }
+.crrg-stats { font-size: 0.82rem; color: var(--body-text-color-subdued); margin: 6px 0 2px 0; }
+.crrg-quote { overflow-wrap: anywhere; margin: 6px 0 0 0; font-size: 1rem; line-height: 1.45; }
+.crrg-muted, .crrg-empty { color: var(--body-text-color-subdued); }
+.crrg-legend { display: flex; flex-wrap: wrap; gap: 4px 6px; padding: 6px 2px; }
+.crrg-legend-item .crrg-chip { font-weight: 400; opacity: 0.8; }
+.crrg-legend-item.crrg-selected .crrg-chip { font-weight: 700; opacity: 1; }
+#crrg-status { font-size: 0.85rem; min-height: 1.2em; }
+.crrg-foot { font-size: 0.8rem; color: var(--body-text-color-subdued); text-align: center; margin: 6px 0 0 0; }
+"""
+
+
+def header_html(disclaimer: str, subtitle: str) -> str:
+    return (
+        '<div id="crrg-header">'
+        "<h1>crrg · region-guided chest X-ray reports</h1>"
+        f'<p class="crrg-sub">{html.escape(subtitle)}</p>'
+        f'<div class="crrg-banner" id="crrg-disclaimer"><b>⚠ Research use only.</b> '
+        f"{html.escape(disclaimer)}</div></div>"
+    )
+
+
+def theme():
+    import gradio as gr
+
+    return gr.themes.Soft(
+        primary_hue="blue", secondary_hue="slate", neutral_hue="slate",
+        # System fonts only: a Google font would be fetched from the internet by every browser.
+        font=["ui-sans-serif", "system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+    )

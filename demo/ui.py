@@ -1,0 +1,64 @@
+"""``build_demo(pipeline) -> gr.Blocks`` and the ``launch()`` options that go with it.
+
+    blocks = build_demo(crrg.load("assets/crrg-default"), examples="my-xrays/")
+    blocks.launch(**launch_options(examples="my-xrays/"))
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+
+from crrg import DISCLAIMER
+from demo import layout
+from demo.events import api, wire
+from demo.service import DemoService, example_files, thumbnails
+from demo.style import CSS, header_html, theme
+
+logger = logging.getLogger(__name__)
+
+MAX_FILE_SIZE = "64mb"  # uploads above this are refused by gradio with a message
+QUEUE_SIZE = 64  # waiting requests beyond this are refused ("queue full"), not left to time out
+
+
+def build_demo(pipeline: Any, examples: str | Path | None = None, workdir: str | Path | None = None
+               ) -> gr.Blocks:
+    """The demo page over one loaded :class:`crrg.pipeline.Pipeline` (shared by all sessions).
+
+    examples: a folder of PNG/JPEG/DICOM files shown as clickable thumbnails (none when None).
+    workdir: where downloads are written (a fresh temporary folder when None).
+    """
+    service = DemoService(pipeline, workdir)
+    readable = [(path, thumb) for path in example_files(examples) for thumb in thumbnails([path])]
+    gallery = [(thumb, name) for _, (thumb, name) in readable]
+    config = getattr(pipeline, "config", None)
+    with gr.Blocks(title=layout.TITLE, analytics_enabled=False) as blocks:
+        gr.HTML(header_html(DISCLAIMER, layout.SUBTITLE), padding=False)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=240):
+                parts = layout.inputs(gallery, int(getattr(config, "num_beams", 1) or 1))
+            parts |= layout.main_panels()
+        parts |= layout.tabs(service.default_prompts)
+        c = SimpleNamespace(**parts, state=gr.State(None), focus=gr.State(None), corner=gr.State(None))
+        wire(c, service, [path for path, _ in readable])
+        api(service)
+        gr.HTML(f'<p class="crrg-foot">{html.escape(DISCLAIMER)}</p>', padding=False)
+    blocks.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
+    return blocks
+
+
+def launch_options(examples: str | Path | None = None, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``blocks.launch()``: theme, CSS, upload limit, example folder access."""
+    options: dict[str, Any] = {
+        "theme": theme(), "css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": True,
+        "footer_links": ["api"],
+    }
+    if examples and Path(examples).expanduser().is_dir():
+        options["allowed_paths"] = [str(Path(examples).expanduser().resolve())]
+    options.update(overrides)
+    return options

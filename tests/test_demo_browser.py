@@ -1,0 +1,125 @@
+"""A real browser (headless Chromium via Playwright) uses the demo: upload, report, boxes, labels,
+clicking a region, drawing a box. Saves a screenshot to ``artifacts/demo_browser.png``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from crrg import DISCLAIMER
+from demo.drawing import region_at
+from demo.views import report_sentences
+from demo.testing import ROOT, DemoServer, write_png
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("headless Chromium not installed (Debian: apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed "
+                               "(pip install -r requirements.txt; no browser download needed)")
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "artifacts"
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    from crrg.cli import main
+
+    weights = tmp_path_factory.mktemp("crrg-tiny")
+    assert main(["init", str(weights), "--variant", "tiny"]) == 0
+    with DemoServer(weights) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def xray(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_png(tmp_path_factory.mktemp("img") / "synthetic-chest.png", seed=5)
+
+
+@pytest.fixture(scope="module")
+def expected(server: DemoServer, xray: Path) -> dict:
+    """What the API says about the same image with the default prompts (the model is deterministic)."""
+    from gradio_client import Client, handle_file
+
+    return Client(server.url, verbose=False).predict(handle_file(str(xray)), "", api_name="/report")[1]
+
+
+@pytest.fixture()
+def page(server: DemoServer):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        tab = browser.new_page(viewport={"width": 1440, "height": 1000})
+        tab.set_default_timeout(TIMEOUT_MS)
+        tab.errors = []
+        tab.on("pageerror", lambda err: tab.errors.append(str(err)))
+        yield tab
+        browser.close()
+
+
+def _click_image(page, selector: str, x: float, y: float) -> None:
+    """Click natural-pixel (x, y) of an <img> shown with object-fit contain."""
+    image = page.locator(selector)
+    natural = image.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+    box = image.bounding_box()
+    scale = min(box["width"] / natural[0], box["height"] / natural[1])
+    left, top = (box["width"] - natural[0] * scale) / 2, (box["height"] - natural[1] * scale) / 2
+    image.click(position={"x": left + x * scale, "y": top + y * scale})
+
+
+def _coloured_pixels(png: bytes) -> int:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum())  # the X-ray itself is gray
+
+
+def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, xray: Path, expected: dict) -> None:
+    page.goto(server.url)
+    assert DISCLAIMER in page.locator("#crrg-disclaimer").inner_text()
+    page.set_input_files("#crrg-upload input[type=file]", str(xray))
+    page.wait_for_selector("#crrg-report .crrg-sentence, #crrg-report .crrg-empty")
+    page.wait_for_selector("#crrg-overlay img")
+    page.wait_for_function("document.querySelector('#crrg-report-text textarea').value.length > 0"
+                           if expected["report"] else "true")
+
+    detected = [r for r in expected["regions"] if r["box"] is not None]
+    assert page.locator("#crrg-report-text textarea").input_value() == expected["report"]
+    assert page.locator("#crrg-legend .crrg-chip").count() == len(detected)
+    sentences = report_sentences(expected)
+    assert page.locator("#crrg-report .crrg-sentence").count() == len(sentences)
+    assert page.locator("#crrg-report .crrg-empty").count() == (0 if sentences else 1)
+    if detected:
+        assert _coloured_pixels(page.locator("#crrg-overlay img").screenshot()) > 200  # boxes drawn
+        target = min(detected, key=lambda r: (r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]))
+        cx, cy = (target["box"][0] + target["box"][2]) / 2, (target["box"][1] + target["box"][3]) / 2
+        name = region_at(expected["regions"], cx, cy)
+        _click_image(page, "#crrg-overlay img", cx, cy)
+        page.wait_for_function(f"document.querySelector('#crrg-region-card').innerText.includes({name!r})")
+
+    top = max(expected["labels"], key=expected["labels"].get)
+    page.get_by_role("tab", name="Zero-shot labels").click()
+    page.wait_for_function(f"document.querySelector('#crrg-labels').innerText.includes({top!r})")
+    page.wait_for_selector("#crrg-label-plot canvas, #crrg-label-plot svg")
+
+    page.get_by_role("tab", name="Interactive").click()
+    page.wait_for_selector("#crrg-box img")
+    _click_image(page, "#crrg-box img", 120, 150)
+    page.wait_for_function("document.querySelector('#crrg-box-card').innerText.includes('First corner')")
+    _click_image(page, "#crrg-box img", 300, 420)
+    page.wait_for_function("document.querySelector('#crrg-box-card').innerText.includes('your box')")
+
+    page.get_by_role("tab", name="Zero-shot labels").click()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "demo_browser.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nscreenshot: {shot}")
+    assert not page.errors, page.errors

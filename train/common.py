@@ -1,0 +1,157 @@
+"""Command-line options, logging, seeding and model start-up shared by every stage script.
+
+Every script takes the same options (``--config --set --prepared --data --out --init --seed
+--resume --max-steps --max-minutes --threads --device``); see :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from crrg.config import from_dict, load_json, to_dict
+from crrg.model import CRRGConfig, CRRGModel, get_config
+from train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from train.distributed import DistInfo, init_distributed
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+C = TypeVar("C")
+
+
+def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m train.{stage}", description=description)
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"run config JSON (default: train/configs/{stage}_default.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run config field (VALUE parsed as JSON when possible); repeatable")
+    p.add_argument("--prepared", type=Path, default=None,
+                   help="folder written by `python -m train.prepare` (regions.jsonl, images.jsonl, ...)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data root the image paths are relative to (default: the one in meta.json)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, model/, log, plots")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this saved CRRGModel folder (a previous stage's OUT/model)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop when the global step reaches this (checkpoint + model are written)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def load_run_config(cls: type[C], stage: str, args: argparse.Namespace,
+                    saved: dict[str, Any] | None = None) -> C:
+    """The run config: the checkpoint's when resuming, else ``--config`` / the stage default;
+    ``--set`` overrides apply on top. Unknown keys raise ``ValueError``."""
+    if saved is not None:
+        data = dict(saved)
+        if args.config is not None:
+            logger.warning("--resume: using the run config saved in the checkpoint, not %s", args.config)
+    else:
+        path = args.config or CONFIG_DIR / f"{stage}_default.json"
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"run config {path} not found")
+        data = to_dict(load_json(cls, path))
+    data.update(parse_overrides(args.overrides))
+    return from_dict(cls, data)
+
+
+def setup(args: argparse.Namespace) -> DistInfo:
+    """Threads, process group, output folder, logging (file on rank 0) and seeds."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = init_distributed(args.device)
+    out = Path(args.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    level = getattr(logging, str(args.log_level).upper(), logging.INFO) if info.is_main else logging.WARNING
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    handlers: list[logging.Handler] = [console]
+    if info.is_main:  # the log file always gets INFO, whatever the console shows
+        handlers.append(logging.FileHandler(out / "train.log"))
+        handlers[-1].setLevel(logging.INFO)
+    logging.basicConfig(level=min(level, logging.INFO), handlers=handlers, force=True,
+                        format=f"%(asctime)s [rank {info.rank}] %(name)s %(levelname)s: %(message)s")
+    seed_everything(args.seed + info.rank)
+    logger.info("command: %s", " ".join(sys.argv))
+    return info
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resume_state(args: argparse.Namespace, stage: str) -> dict[str, Any] | None:
+    """The checkpoint dict when ``--resume`` (error if missing), else ``None``."""
+    if not args.resume:
+        return None
+    return load_checkpoint(Path(args.out) / CHECKPOINT_NAME, stage=stage)
+
+
+def load_model(args: argparse.Namespace, variant: str, state: dict[str, Any] | None) -> CRRGModel:
+    """The model to train: from the checkpoint (resume), ``--init`` folder, or a fresh variant."""
+    if state is not None:
+        model = CRRGModel(from_dict(CRRGConfig, state["model_config"]))
+        model.load_state_dict(state["model"], strict=True)
+        return model.train()
+    if args.init is not None:
+        if not Path(args.init).is_dir():
+            raise FileNotFoundError(f"--init {args.init} is not a folder (expected a saved CRRGModel)")
+        model = CRRGModel.from_pretrained(str(args.init))
+        logger.info("model initialised from %s", args.init)
+        return model.float().train()
+    logger.info("fresh model of variant %r", variant)
+    return CRRGModel(get_config(variant)).train()
+
+
+def replace_config(config: Any, **changes: Any) -> Any:
+    return dataclasses.replace(config, **changes)
+
+
+def freeze(module: torch.nn.Module, frozen: bool = True) -> None:
+    for p in module.parameters():
+        p.requires_grad_(not frozen)
+
+
+def data_root(args: argparse.Namespace, meta: dict[str, Any]) -> Path:
+    """``--data`` when given, else the data root recorded by ``train.prepare`` in meta.json."""
+    if args.data is not None:
+        return Path(args.data)
+    for key in ("data_root", "data", "root"):
+        if meta.get(key):
+            return Path(meta[key])
+    raise ValueError("meta.json records no data root; pass --data DIR")
+
+
+def cleanup_distributed() -> None:
+    from train.distributed import cleanup
+
+    cleanup()

@@ -1,0 +1,130 @@
+"""Language-model pretraining: the GPT-2 decoder from scratch on IU X-ray report sentences.
+
+    python -m train.pretrain_lm --prepared out/data --init runs/stage2/model --out runs/lm
+
+Before the model is built, the compact vocabulary (``DecoderConfig.token_ids``: the GPT-2 ids used
+at least ``min_token_count`` times in the training sentences) is computed from ``sentences.jsonl``
+(train split only) and the decoder is rebuilt with it; every other part of ``--init`` (or of a
+fresh ``model_variant``) is kept as it is. There is no region feature yet: every sentence gets
+the zero feature, so the pseudo self-attention prefix reduces to the k/v projections' biases
+(after the feature LayerNorm), i.e. a learned "null" region. Stage 3 then conditions the same
+decoder on real region features (``train.train_decoder --init OUT/model`` or ``--decoder-from``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from crrg.decoder import ReportDecoder
+from crrg.model import CRRGModel
+from crrg.tokenizer import build_token_ids
+from train import common
+from train.datasets import Prepared
+from train.engine import RunConfig, StopRules, Trainer
+
+logger = logging.getLogger(__name__)
+
+STAGE = "lm"
+
+
+@dataclass
+class LMRunConfig(RunConfig):
+    """``min_token_count``: a GPT-2 token joins the vocabulary when it occurs this often in the
+    training sentences (rarer ones map to ``<unk>``); ``dedupe``: train on each distinct sentence
+    once per epoch instead of at its corpus frequency; ``sources``: sentence sources used."""
+
+    batch_size: int = 64
+    epochs: int = 20
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 200
+    min_token_count: int = 1
+    dedupe: bool = False
+    sources: tuple[str, ...] = ("iu_xray", "mimic_cxr")
+
+
+class SentenceDataset(Dataset):
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> str:
+        return self.texts[index]
+
+
+def collate_texts(texts: list[str]) -> dict[str, Any]:
+    return {"texts": list(texts), "n": len(texts)}
+
+
+class LMStage(nn.Module):
+    """Teacher-forced LM loss with the zero region feature: ``{"loss", "loss_lm"}``."""
+
+    def __init__(self, decoder: ReportDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        texts = batch["texts"]
+        device = next(self.decoder.parameters()).device
+        features = torch.zeros(len(texts), self.decoder.config.feature_dim, device=device)  # [N, D]
+        loss = self.decoder(features, texts=texts)["loss_lm"]
+        return {"loss": loss, "loss_lm": loss}
+
+
+def sentence_texts(prepared: Prepared, split: str, cfg: LMRunConfig) -> list[str]:
+    texts = [s["text"] for s in prepared.sentences(split) if s.get("source") in cfg.sources and s.get("text")]
+    return sorted(set(texts)) if cfg.dedupe else texts
+
+
+def with_vocabulary(model: CRRGModel, train_texts: list[str], min_count: int) -> CRRGModel:
+    """Rebuild the decoder with the compact vocabulary of ``train_texts`` (other parts kept)."""
+    token_ids = build_token_ids(train_texts, min_count=min_count)
+    decoder_cfg = dataclasses.replace(model.config.decoder, token_ids=token_ids)
+    model.config = dataclasses.replace(model.config, decoder=decoder_cfg)
+    model.decoder = ReportDecoder(decoder_cfg)
+    logger.info("decoder vocabulary: %d GPT-2 tokens kept (+ <unk>) from %d training sentences",
+                len(token_ids), len(train_texts))
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = common.build_parser(f"pretrain_{STAGE}", __doc__.split("\n\n")[0])
+    args = parser.parse_args(argv)
+    if args.prepared is None:
+        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    if args.config is None:
+        args.config = common.CONFIG_DIR / f"{STAGE}_default.json"
+    info = common.setup(args)
+    try:
+        state = common.resume_state(args, STAGE)
+        cfg = common.load_run_config(LMRunConfig, STAGE, args, state["run_config"] if state else None)
+        prepared = Prepared(args.prepared, args.data)
+        train_texts = sentence_texts(prepared, "train", cfg)
+        if not train_texts:
+            raise ValueError(f"no training sentences from sources {list(cfg.sources)} in {args.prepared}")
+        model = common.load_model(args, cfg.model_variant, state)
+        if state is None:
+            model = with_vocabulary(model, train_texts, cfg.min_token_count)
+        val = SentenceDataset(sentence_texts(prepared, "val", cfg))
+        logger.info("lm: %d training sentences, %d validation sentences", len(train_texts), len(val))
+        trainer = Trainer(stage=STAGE, model=model, module=LMStage(model.decoder),
+                          dataset=SentenceDataset(train_texts), collate=collate_texts, run=cfg,
+                          out=args.out, info=info, seed=args.seed, eval_dataset=val,
+                          stop=StopRules(args.max_steps, args.max_minutes), resume_state=state,
+                          find_unused_parameters=False)
+        trainer.fit()
+    finally:
+        common.cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Training targets built from the prepared data: region classifier targets, the sentence a
+region should be trained to write, and label vectors for CLIP.
+
+Region selection (stage 2)
+    *Paired data* (an image whose own report sentences exist, e.g. MIMIC-CXR + Chest ImaGenome):
+    a region is selected when one of the image's sentences names it (RGRG). *Open data* (labels,
+    no report): selected = the region is abnormal OR it is one of the regions IU X-ray reports
+    commonly describe: at least ``threshold`` (default 0.3) of the training reports have a sentence
+    naming it. On the prepared IU data that is right/left lung (0.99), cardiac silhouette (0.98),
+    both costophrenic angles (0.78), mediastinum (0.67) and spine (0.51); the next region, left
+    lower lung zone, is at 0.13, so any threshold in 0.15-0.5 gives the same set. A region that is
+    neither common nor known (status ``unknown``) is masked out.
+Abnormality (stage 2)
+    ``images.jsonl`` ``region_status``: normal -> 0, abnormal -> 1, unknown -> masked.
+Target sentence (stage 3)
+    *Paired*: the image's sentences naming the region, joined in report order (RGRG's reference).
+    *Open data* (:class:`SentenceMatcher`): a real IU train sentence naming the region, drawn anew
+    each time, that agrees with what the image's labels imply for it:
+    - region ``normal``: a normal sentence whose findings are only "no finding" or findings the
+      image is labelled positive for (so "pacemaker in place" only where devices are labelled);
+    - region ``abnormal``: an abnormal sentence with at least one finding, all of its findings
+      among the image's positive findings widened by :data:`COMPATIBLE` (the X-ray appearance of
+      pneumonia / COVID-19 is opacity / consolidation, words IU reports use);
+    - region ``unknown``, or no agreeing sentence: skipped (no target).
+CLIP label vectors (:func:`label_vector`)
+    over :data:`crrg.labels.FINDINGS`: +1 present, -1 absent, 0 unknown or uncertain; positives
+    implied through :data:`COMPATIBLE` get +0.5. A prompt "{label}" is +1 on its label, "no {label}"
+    -1, so ``crrg.clip_loss.label_similarity`` (cosine, negatives clipped) matches a normal image
+    with "no pneumonia" and a pneumonia image with "pneumonia" and the opacity sentences.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from crrg.labels import FINDINGS
+from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
+
+COMPATIBLE: dict[str, tuple[str, ...]] = {
+    "pneumonia": ("pneumonia", "lung opacity", "consolidation"),
+    "covid-19": ("pneumonia", "lung opacity", "consolidation"),
+}
+NORMAL_FINDINGS = frozenset({"no finding"})
+FINDING_INDEX = {f: i for i, f in enumerate(FINDINGS)}
+
+
+def positive_findings(labels: dict[str, int]) -> frozenset[str]:
+    return frozenset(f for f, v in labels.items() if v == 1 and f != "no finding")
+
+
+def implied_findings(labels: dict[str, int]) -> frozenset[str]:
+    """Positive findings plus those compatible with them (:data:`COMPATIBLE`)."""
+    positives = positive_findings(labels)
+    return positives | frozenset(c for f in positives for c in COMPATIBLE.get(f, ()))
+
+
+# ------------------------------------------------------------------------ region targets
+def common_regions(sentences: Iterable[dict[str, Any]], threshold: float = 0.3) -> dict[str, float]:
+    """Regions named in at least ``threshold`` of the reports: {region: share of reports}."""
+    reports: set[str] = set()
+    named: dict[str, set[str]] = defaultdict(set)
+    for line in sentences:
+        key = f"{line.get('source')}:{line.get('report')}"
+        reports.add(key)
+        for region in line.get("regions", []):
+            named[region].add(key)
+    if not reports:
+        return {}
+    share = {r: len(named[r]) / len(reports) for r in REGIONS if named[r]}
+    return {r: s for r, s in share.items() if s >= threshold}
+
+
+def region_status(record: dict[str, Any]) -> dict[str, str]:
+    """normal / abnormal / unknown per region from a merged record."""
+    status = dict.fromkeys(REGIONS, "unknown")
+    status.update(record.get("region_status") or {})
+    for region, abnormal in (record.get("region_abnormal") or {}).items():
+        status[region] = "abnormal" if abnormal else "normal"
+    return status
+
+
+def region_targets(record: dict[str, Any], common: Iterable[str],
+                   paired: list[dict[str, Any]] | None = None) -> dict[str, Tensor]:
+    """Stage-2 targets [29]: ``abnormal`` / ``abnormal_mask``, ``select`` / ``select_mask``."""
+    status = region_status(record)
+    abnormal = torch.tensor([status[r] == "abnormal" for r in REGIONS], dtype=torch.float32)  # [29]
+    abnormal_mask = torch.tensor([status[r] != "unknown" for r in REGIONS])  # [29]
+    if paired:
+        named = {r for line in paired for r in line.get("regions", [])}
+        select = torch.tensor([r in named for r in REGIONS], dtype=torch.float32)  # [29]
+        select_mask = torch.ones(NUM_REGIONS, dtype=torch.bool)
+    else:
+        common = set(common)
+        is_common = torch.tensor([r in common for r in REGIONS])  # [29]
+        select = ((abnormal > 0) | is_common).float()  # [29]
+        select_mask = is_common | abnormal_mask  # [29]
+    return {"abnormal": abnormal, "abnormal_mask": abnormal_mask, "select": select,
+            "select_mask": select_mask}
+
+
+def auto_pos_weight(targets: Iterable[tuple[Tensor, Tensor]], max_weight: float = 20.0) -> float:
+    """negatives / positives over the known entries, clamped to [1, max_weight]."""
+    pos = neg = 0.0
+    for target, mask in targets:
+        pos += float((target * mask).sum())
+        neg += float(((1 - target) * mask).sum())
+    return float(min(max_weight, max(1.0, neg / max(pos, 1.0))))
+
+
+# --------------------------------------------------------------------- sentence targets
+def paired_sentences(sentences: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Sentences that belong to a known image: {image path: lines in report order}."""
+    by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in sentences:
+        if line.get("image"):
+            by_image[line["image"]].append(line)
+    for lines in by_image.values():
+        lines.sort(key=lambda line: line.get("index", 0))
+    return dict(by_image)
+
+
+def paired_region_sentences(lines: list[dict[str, Any]]) -> list[str | None]:
+    """[29] the image's sentences naming each region, joined in report order (None: none)."""
+    texts: list[list[str]] = [[] for _ in REGIONS]
+    for line in lines:
+        for region in line.get("regions", []):
+            if region in REGION_INDEX and line["text"] not in texts[REGION_INDEX[region]]:
+                texts[REGION_INDEX[region]].append(line["text"])
+    return [" ".join(t) if t else None for t in texts]
+
+
+class SentenceMatcher:
+    """Open-data target sentences: IU train sentences that agree with an image's labels.
+
+    See the module docstring for the rule. Candidate lists are cached per
+    (region, status, positive findings), so the per-item cost is a dictionary look-up.
+    """
+
+    def __init__(self, sentences: Iterable[dict[str, Any]]) -> None:
+        self.by_region: dict[str, list[tuple[str, bool, frozenset[str]]]] = defaultdict(list)
+        for line in sentences:
+            entry = (line["text"], bool(line.get("abnormal")), frozenset(line.get("findings", [])))
+            for region in line.get("regions", []):
+                self.by_region[region].append(entry)
+        self._cache: dict[tuple[str, str, frozenset[str]], list[str]] = {}
+
+    def candidates(self, region: str, status: str, labels: dict[str, int]) -> list[str]:
+        positives = positive_findings(labels)
+        key = (region, status, positives)
+        if key not in self._cache:
+            self._cache[key] = self._match(region, status, labels)
+        return self._cache[key]
+
+    def _match(self, region: str, status: str, labels: dict[str, int]) -> list[str]:
+        entries = self.by_region.get(region, [])
+        if status == "normal":
+            allowed = NORMAL_FINDINGS | positive_findings(labels)
+            return [t for t, abnormal, f in entries if not abnormal and f <= allowed]
+        if status == "abnormal":
+            implied = implied_findings(labels)
+            return [t for t, abnormal, f in entries if abnormal and f and f <= implied]
+        return []
+
+    def sample(self, record: dict[str, Any], rng: random.Random) -> list[str | None]:
+        """[29] one agreeing sentence per region (None where there is none)."""
+        status, labels = region_status(record), record.get("labels") or {}
+        out: list[str | None] = []
+        for region in REGIONS:
+            pool = self.candidates(region, status[region], labels)
+            out.append(rng.choice(pool) if pool else None)
+        return out
+
+    def has_any(self, record: dict[str, Any]) -> bool:
+        status, labels = region_status(record), record.get("labels") or {}
+        return any(self.candidates(r, status[r], labels) for r in REGIONS)
+
+
+# ----------------------------------------------------------------------- CLIP labels
+def label_vector(labels: dict[str, int]) -> Tensor:
+    """[K = len(FINDINGS)]: +1 present, -1 absent, 0 unknown/uncertain, +0.5 implied."""
+    vec = torch.zeros(len(FINDINGS))
+    for finding, value in labels.items():
+        if finding in FINDING_INDEX and value in (0, 1):
+            vec[FINDING_INDEX[finding]] = 1.0 if value == 1 else -1.0
+    for finding in implied_findings(labels) - positive_findings(labels):
+        if vec[FINDING_INDEX[finding]] <= 0 and labels.get(finding) != 0:
+            vec[FINDING_INDEX[finding]] = 0.5
+    return vec
+
+
+def sentence_label_vector(findings: Iterable[str]) -> Tensor:
+    """[K] +1 on each finding a report sentence names ("no finding" for normal sentences)."""
+    vec = torch.zeros(len(FINDINGS))
+    for finding in findings:
+        if finding in FINDING_INDEX:
+            vec[FINDING_INDEX[finding]] = 1.0
+    return vec
+
+
+def prompt_texts(positive: str = "{}", negative: str = "no {}") -> tuple[list[str], Tensor]:
+    """Label prompts: "{label}" (+1 on it) and "no {label}" (-1) per finding, and "no finding"."""
+    texts, vectors = [], []
+    for finding in FINDINGS:
+        vec = torch.zeros(len(FINDINGS))
+        vec[FINDING_INDEX[finding]] = 1.0
+        texts.append(positive.replace("{}", finding))
+        vectors.append(vec)
+        if finding != "no finding":
+            texts.append(negative.replace("{}", finding))
+            vectors.append(-vec)
+    return texts, torch.stack(vectors)  # [P, K]

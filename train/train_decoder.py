@@ -1,0 +1,230 @@
+"""Stage 3 (RGRG): the full model, the decoder writing one sentence per region feature.
+
+    python -m train.train_decoder --prepared out/data --init runs/stage2/model \
+        --decoder-from runs/lm/model --out runs/stage3
+
+For every training image the detector gives the 29 region features; each detected region with a
+target sentence (:mod:`train.targets`: with paired data the image's own sentences naming the
+region; with the open data a real IU train sentence whose status and findings agree with the
+image's labels, drawn anew each time the image is seen) contributes one teacher-forced sentence
+to the LM loss. At most ``max_regions_per_image`` regions (random) per image per step.
+By default the detector and the region heads are frozen (features detached: the open targets
+are weak); ``train_detector`` / ``train_classifiers`` train them jointly, as RGRG does with
+paired data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from crrg.model import CRRGModel
+from crrg.regions import NUM_REGIONS
+from train import common
+from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
+from train.engine import RunConfig, StopRules, Trainer
+from train.targets import (
+    SentenceMatcher,
+    auto_pos_weight,
+    common_regions,
+    paired_region_sentences,
+    paired_sentences,
+    region_targets,
+)
+from train.train_detector import classifier_losses, region_features
+
+logger = logging.getLogger(__name__)
+
+STAGE = "decoder"
+
+
+@dataclass
+class DecoderRunConfig(RunConfig):
+    """Stage-3 settings. ``open_matching``: images without their own report get matched IU
+    sentences; ``sentence_sources``: sources of the sentence pool for matching."""
+
+    batch_size: int = 8
+    epochs: int = 10
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    use_derived: bool = True
+    cache_images: bool = False
+    max_regions_per_image: int = 8
+    open_matching: bool = True
+    sentence_sources: tuple[str, ...] = ("iu_xray", "mimic_cxr")
+    train_detector: bool = False
+    train_classifiers: bool = False
+    lm_loss_weight: float = 1.0
+    detector_loss_weight: float = 1.0
+    classifier_loss_weight: float = 1.0
+    common_threshold: float = 0.3
+
+
+def zero_with_graph(module: nn.Module) -> Tensor:
+    """A 0 that depends on every trainable parameter (keeps backward valid on empty batches)."""
+    return sum(p.sum() for p in module.parameters() if p.requires_grad) * 0.0
+
+
+class DecoderStage(nn.Module):
+    """``{"loss", "loss_lm"}`` (+ detector / classifier losses when those parts train)."""
+
+    def __init__(self, model: CRRGModel, cfg: DecoderRunConfig, pos_weights: tuple[float, float] = (1.0, 1.0)) -> None:
+        super().__init__()
+        self.detector, self.selection, self.abnormality = model.detector, model.selection, model.abnormality
+        self.decoder, self.cfg = model.decoder, cfg
+        self.register_buffer("pos_weights", torch.tensor(pos_weights, dtype=torch.float32), persistent=False)
+        common.freeze(self.detector, not cfg.train_detector)
+        common.freeze(self.selection, not cfg.train_classifiers)
+        common.freeze(self.abnormality, not cfg.train_classifiers)
+
+    def train(self, mode: bool = True) -> DecoderStage:
+        super().train(mode)
+        if not self.cfg.train_detector:
+            self.detector.eval()
+        if not self.cfg.train_classifiers:
+            self.selection.eval()
+            self.abnormality.eval()
+        return self
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        cfg = self.cfg
+        with_losses = self.training and cfg.train_detector and cfg.detector_loss_weight > 0
+        features, detected, det_losses = region_features(self.detector, batch["images"], batch["targets"], with_losses)
+        if not cfg.train_detector:
+            features = features.detach()  # [B, 29, D]
+        rows, cols, texts = self.pick_regions(batch["sentences"], detected)
+        if texts:
+            loss_lm = self.decoder(features[rows, cols], texts=texts)["loss_lm"]  # features [N, D]
+        else:
+            loss_lm = zero_with_graph(self.decoder)
+        out = {"loss_lm": loss_lm}
+        loss = cfg.lm_loss_weight * loss_lm
+        if cfg.train_classifiers:
+            heads = classifier_losses(self.selection, self.abnormality, features, detected, batch, self.pos_weights)
+            out.update(heads)
+            loss = loss + cfg.classifier_loss_weight * (heads["loss_selection"] + heads["loss_abnormal"])
+        if det_losses:
+            out.update(det_losses)
+            loss = loss + cfg.detector_loss_weight * sum(det_losses.values())
+        return {"loss": loss, **out}
+
+    def pick_regions(self, sentences: list[list[str | None]], detected: Tensor
+                     ) -> tuple[Tensor, Tensor, list[str]]:
+        """Detected regions with a target sentence, at most ``max_regions_per_image`` each."""
+        rows, cols, texts = [], [], []
+        cap = self.cfg.max_regions_per_image
+        for b, per_region in enumerate(sentences):
+            idx = [r for r in range(NUM_REGIONS) if per_region[r] and bool(detected[b, r])]
+            if cap > 0 and len(idx) > cap:
+                idx = sorted(idx[i] for i in torch.randperm(len(idx))[:cap].tolist())
+            rows += [b] * len(idx)
+            cols += idx
+            texts += [per_region[r] for r in idx]
+        device = detected.device
+        return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device), texts
+
+
+# ------------------------------------------------------------------------------ data
+class SentenceFields:
+    """``fields`` of stage 3: ``sentences`` [29] per image (+ stage-2 targets if requested)."""
+
+    def __init__(self, prepared: Prepared, cfg: DecoderRunConfig) -> None:
+        every = prepared.sentences(None)
+        self.paired = paired_sentences(every)
+        pool = [s for s in prepared.sentences("train") if s.get("source") in cfg.sentence_sources
+                and not s.get("image")]
+        self.matcher = SentenceMatcher(pool) if cfg.open_matching else None
+        self.with_targets = cfg.train_classifiers
+        self.common = common_regions(prepared.sentences("train"), cfg.common_threshold)
+
+    def usable(self, record: dict[str, Any]) -> bool:
+        if record["image"] in self.paired:
+            return any(paired_region_sentences(self.paired[record["image"]]))
+        return self.matcher is not None and self.matcher.has_any(record)
+
+    def targets(self, record: dict[str, Any]) -> dict[str, Tensor]:
+        return region_targets(record, self.common, self.paired.get(record["image"]))
+
+    def __call__(self, record: dict[str, Any], rng: Any) -> dict[str, Any]:
+        lines = self.paired.get(record["image"])
+        if lines:
+            sentences = paired_region_sentences(lines)
+        else:
+            sentences = self.matcher.sample(record, rng) if self.matcher else [None] * NUM_REGIONS
+        out: dict[str, Any] = {"sentences": sentences}
+        if self.with_targets:
+            out.update(self.targets(record))
+        return out
+
+
+def stage3_records(prepared: Prepared, fields: SentenceFields, split: str) -> list[dict[str, Any]]:
+    records = merge_records(prepared.regions(split), prepared.images(split))
+    return [r for r in records if fields.usable(r)]
+
+
+def load_decoder_from(model: CRRGModel, folder: Path) -> None:
+    """Take the decoder (config with its vocabulary, and weights) from another saved model."""
+    import dataclasses
+
+    source = CRRGModel.from_pretrained(str(folder))
+    if source.config.decoder.feature_dim != model.config.decoder.feature_dim:
+        raise ValueError(f"--decoder-from {folder}: decoder feature_dim {source.config.decoder.feature_dim} "
+                         f"!= this model's {model.config.decoder.feature_dim}")
+    model.config = dataclasses.replace(model.config, decoder=source.config.decoder)
+    model.decoder = source.decoder.float()
+    logger.info("decoder (and its vocabulary) taken from %s", folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = common.build_parser("train_decoder", __doc__.split("\n\n")[0])
+    parser.add_argument("--decoder-from", type=Path, default=None,
+                        help="take the decoder from this saved model (e.g. the LM pretraining's OUT/model)")
+    args = parser.parse_args(argv)
+    if args.prepared is None:
+        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    if args.config is None:
+        args.config = common.CONFIG_DIR / f"{STAGE}_default.json"
+    info = common.setup(args)
+    try:
+        state = common.resume_state(args, STAGE)
+        cfg = common.load_run_config(DecoderRunConfig, STAGE, args, state["run_config"] if state else None)
+        model = common.load_model(args, cfg.model_variant, state)
+        if state is None and args.decoder_from is not None:
+            load_decoder_from(model, args.decoder_from)
+        if model.config.decoder.token_ids is None:
+            logger.warning("the decoder uses the full 50,257-token vocabulary: run train.pretrain_lm first "
+                           "(compact vocabulary, much faster) and pass --decoder-from / --init")
+        prepared = Prepared(args.prepared, args.data)
+        fields = SentenceFields(prepared, cfg)
+        records = stage3_records(prepared, fields, "train")
+        weights = (1.0, 1.0)
+        if cfg.train_classifiers:
+            targets = [fields.targets(r) for r in records]
+            weights = (auto_pos_weight((t["select"], t["select_mask"]) for t in targets),
+                       auto_pos_weight((t["abnormal"], t["abnormal_mask"]) for t in targets))
+        size = model.config.image_size
+        train_set = ImageDataset(records, ImageReader(prepared, size, cfg.cache_images), cfg.augment, fields,
+                                 use_derived=cfg.use_derived)
+        val_set = ImageDataset(stage3_records(prepared, fields, "val"), ImageReader(prepared, size), None, fields,
+                               use_derived=cfg.use_derived)
+        paired = sum(r["image"] in fields.paired for r in records)
+        logger.info("decoder: %d training images (%d with their own report), %d validation images",
+                    len(train_set), paired, len(val_set))
+        trainer = Trainer(stage=STAGE, model=model, module=DecoderStage(model, cfg, weights), dataset=train_set,
+                          collate=collate_images, run=cfg, out=args.out, info=info, seed=args.seed,
+                          eval_dataset=val_set, stop=StopRules(args.max_steps, args.max_minutes),
+                          resume_state=state)
+        trainer.fit()
+    finally:
+        common.cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Stages 1 and 2 (RGRG): the region detector, then detector + selection / abnormality heads.
+
+    python -m train.train_detector --stage 1 --prepared out/data --out runs/stage1
+    python -m train.train_detector --stage 2 --prepared out/data --init runs/stage1/model --out runs/stage2
+
+Stage 1 trains the Faster R-CNN on ``regions.jsonl`` (train split; ``annotated`` passed so a
+region without a box is never background). Stage 2 adds the two region classifiers: their BCE
+losses (``pos_weight`` against imbalance) on the features of the top box per region, with the
+targets of :mod:`train.targets`. Images with boxes also keep the detector losses (and, with
+``train_detector``, the classifier gradient reaches the detector, as RGRG); images without boxes
+(Kermany, COVID radiography) train only the heads, on features of the detector in eval mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from crrg.classifier import region_bce_loss
+from crrg.detector import RegionDetector
+from crrg.model import CRRGModel
+from crrg.regions import NUM_REGIONS
+from train import common
+from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
+from train.engine import RunConfig, StopRules, Trainer
+from train.targets import auto_pos_weight, common_regions, paired_sentences, region_targets
+
+logger = logging.getLogger(__name__)
+
+STAGES = {1: "detector", 2: "region_heads"}
+
+
+@dataclass
+class DetectorRunConfig(RunConfig):
+    """Stage 1 / 2 run settings (see the module docstring).
+
+    ``pretrained_backbone``: fresh models start from the offline ImageNet EfficientNet-Lite0.
+    ``use_derived``: train on rule-derived (silver) boxes too. ``cache_images``: keep decoded,
+    resized images in memory (uint8, ~S*S bytes each). Stage 2: ``train_detector`` (classifier
+    gradients reach the detector; boxed images keep the detector losses), ``unboxed_images``
+    (also use labelled images without boxes), ``common_threshold`` (selection rule),
+    ``pos_weight_*`` (``None``: negatives / positives of the training targets).
+    """
+
+    lr: float = 3e-4
+    batch_size: int = 4
+    epochs: int = 20
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrained_backbone: bool = True
+    use_derived: bool = True
+    cache_images: bool = True
+    train_detector: bool = True
+    unboxed_images: bool = True
+    detector_loss_weight: float = 1.0
+    selection_loss_weight: float = 1.0
+    abnormal_loss_weight: float = 1.0
+    common_threshold: float = 0.3
+    pos_weight_selection: float | None = None
+    pos_weight_abnormal: float | None = None
+
+
+@contextlib.contextmanager
+def losses_mode(detector: nn.Module) -> Iterator[None]:
+    """Training-mode forward (so losses are computed) with BatchNorm statistics frozen."""
+    was_training = detector.training
+    detector.train()
+    for m in detector.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    try:
+        yield
+    finally:
+        detector.train(was_training)
+
+
+def detector_targets(targets: list[dict[str, Tensor] | None], device: torch.device) -> list[dict[str, Tensor]]:
+    """``None`` (no box left) -> an empty target whose regions are all unannotated."""
+    empty = {"boxes": torch.zeros(0, 4, device=device), "annotated": torch.zeros(NUM_REGIONS, dtype=torch.bool, device=device),
+             "labels": torch.zeros(0, dtype=torch.int64, device=device)}
+    return [t if t is not None else empty for t in targets]
+
+
+class DetectorStage(nn.Module):
+    """Stage 1: ``{"loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}``."""
+
+    def __init__(self, detector: RegionDetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        images = batch["images"]  # [B, 1, S, S]
+        if all(t is None for t in batch["targets"]):  # every box augmented out of view
+            zero = sum(p.sum() for p in self.detector.parameters() if p.requires_grad) * 0.0
+            return {"loss": zero}
+        targets = detector_targets(batch["targets"], images.device)
+        if self.training:
+            losses = self.detector(images, targets)
+        else:
+            with losses_mode(self.detector):
+                losses = self.detector(images, targets)
+        return {"loss": sum(losses.values()), **losses}
+
+
+def region_features(detector: RegionDetector, images: Tensor, targets: list[dict[str, Tensor] | None],
+                    with_losses: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Per-region features [B, 29, D] and detected [B, 29] for a mixed batch.
+
+    ``with_losses``: images with boxes go through ``forward_with_features`` (training mode:
+    detector losses, features keep their gradient); every other image is run in eval mode
+    without gradient. Returns (features, detected, detector losses or {}).
+    """
+    batch = images.shape[0]
+    boxed = [i for i, t in enumerate(targets) if t is not None] if with_losses else []
+    rest = [i for i in range(batch) if i not in set(boxed)]
+    parts: list[tuple[list[int], Tensor, Tensor]] = []
+    losses: dict[str, Tensor] = {}
+    if boxed:
+        detector.train()
+        losses, out = detector.forward_with_features(images[boxed], [targets[i] for i in boxed])
+        parts.append((boxed, out.features, out.detected))
+    if rest:
+        was_training = detector.training
+        detector.eval()
+        with torch.no_grad():
+            out = detector(images[rest])
+        detector.train(was_training)
+        parts.append((rest, out.features, out.detected))
+    order = torch.tensor([i for idx, _, _ in parts for i in idx], device=images.device)
+    features = torch.cat([f for _, f, _ in parts])[order.argsort()]  # [B, 29, D]
+    detected = torch.cat([d for _, _, d in parts])[order.argsort()]  # [B, 29]
+    return features, detected, losses
+
+
+class RegionHeadsStage(nn.Module):
+    """Stage 2: detector losses (boxed images) + selection / abnormality BCE on region features."""
+
+    def __init__(self, model: CRRGModel, cfg: DetectorRunConfig, pos_weights: tuple[float, float]) -> None:
+        super().__init__()
+        self.detector, self.selection, self.abnormality = model.detector, model.selection, model.abnormality
+        self.cfg = cfg
+        self.register_buffer("pos_weights", torch.tensor(pos_weights, dtype=torch.float32), persistent=False)
+        common.freeze(self.detector, not cfg.train_detector)
+
+    def train(self, mode: bool = True) -> RegionHeadsStage:
+        super().train(mode)
+        if not self.cfg.train_detector:
+            self.detector.eval()
+        return self
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        images = batch["images"]  # [B, 1, S, S]
+        with_losses = self.training and self.cfg.train_detector and self.cfg.detector_loss_weight > 0
+        features, detected, det_losses = region_features(self.detector, images, batch["targets"], with_losses)
+        if not self.cfg.train_detector:
+            features = features.detach()
+        out = classifier_losses(self.selection, self.abnormality, features, detected, batch, self.pos_weights)
+        loss = self.cfg.selection_loss_weight * out["loss_selection"] + self.cfg.abnormal_loss_weight * out["loss_abnormal"]
+        if det_losses:
+            out.update(det_losses)
+            loss = loss + self.cfg.detector_loss_weight * sum(det_losses.values())
+        return {"loss": loss, **out}
+
+
+def classifier_losses(selection: nn.Module, abnormality: nn.Module, features: Tensor, detected: Tensor,
+                      batch: dict[str, Any], pos_weights: Tensor) -> dict[str, Tensor]:
+    """Masked BCE of both heads on features [B, 29, D]; undetected regions are masked out."""
+    sel_logits = selection(features)  # [B, 29]
+    abn_logits = abnormality(features)  # [B, 29]
+    return {
+        "loss_selection": region_bce_loss(sel_logits, batch["select"], batch["select_mask"] & detected,
+                                          pos_weights[0]),
+        "loss_abnormal": region_bce_loss(abn_logits, batch["abnormal"], batch["abnormal_mask"] & detected,
+                                         pos_weights[1]),
+    }
+
+
+# ------------------------------------------------------------------------------ data
+def stage1_records(prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    return [r for r in prepared.regions(split) if r.get("boxes")]
+
+
+def stage2_records(prepared: Prepared, cfg: DetectorRunConfig, split: str) -> list[dict[str, Any]]:
+    records = merge_records(prepared.regions(split), prepared.images(split))
+    if not cfg.unboxed_images:
+        records = [r for r in records if r.get("boxes")]
+    return records
+
+
+def region_target_fields(prepared: Prepared, cfg: DetectorRunConfig):
+    """``fields`` function adding the stage-2 targets (precomputed per image)."""
+    train_sentences = prepared.sentences("train")
+    common_set = common_regions(train_sentences, cfg.common_threshold)
+    logger.info("commonly described regions (>= %.2f of train reports): %s", cfg.common_threshold,
+                ", ".join(f"{r} {s:.2f}" for r, s in common_set.items()))
+    paired = paired_sentences(prepared.sentences(None))
+    cache: dict[str, dict[str, Tensor]] = {}
+
+    def fields(record: dict[str, Any], rng: Any = None) -> dict[str, Tensor]:
+        key = record["image"]
+        if key not in cache:
+            cache[key] = region_targets(record, common_set, paired.get(key))
+        return cache[key]
+
+    return fields
+
+
+def pos_weights(cfg: DetectorRunConfig, records: list[dict[str, Any]], fields: Any) -> tuple[float, float]:
+    targets = [fields(r) for r in records]
+    sel = cfg.pos_weight_selection
+    abn = cfg.pos_weight_abnormal
+    sel = sel if sel is not None else auto_pos_weight((t["select"], t["select_mask"]) for t in targets)
+    abn = abn if abn is not None else auto_pos_weight((t["abnormal"], t["abnormal_mask"]) for t in targets)
+    logger.info("pos_weight: selection %.2f, abnormality %.2f", sel, abn)
+    return sel, abn
+
+
+def build(stage: int, args: Any, cfg: DetectorRunConfig, model: CRRGModel, prepared: Prepared
+          ) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
+    size = model.config.image_size
+    reader = ImageReader(prepared, size, cache=cfg.cache_images)
+    val_reader = ImageReader(prepared, size, cache=False)
+    if stage == 1:
+        train_set = ImageDataset(stage1_records(prepared, "train"), reader, cfg.augment, use_derived=cfg.use_derived)
+        val_set = ImageDataset(stage1_records(prepared, "val"), val_reader, None, use_derived=cfg.use_derived)
+        return DetectorStage(model.detector), train_set, val_set
+    fields = region_target_fields(prepared, cfg)
+    records = stage2_records(prepared, cfg, "train")
+    weights = pos_weights(cfg, records, fields)
+    train_set = ImageDataset(records, reader, cfg.augment, fields, use_derived=cfg.use_derived)
+    val_set = ImageDataset(stage2_records(prepared, cfg, "val"), val_reader, None, fields, use_derived=cfg.use_derived)
+    return RegionHeadsStage(model, cfg, weights), train_set, val_set
+
+
+def init_backbone(model: CRRGModel) -> None:
+    """Fresh model: detector backbone from the offline ImageNet EfficientNet-Lite0 weights."""
+    pretrained = RegionDetector(model.config.detector, pretrained_backbone=True)
+    model.detector.backbone.load_state_dict(pretrained.backbone.state_dict(), strict=True)
+    logger.info("detector backbone initialised from ImageNet weights")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = common.build_parser("train_detector", __doc__.split("\n\n")[0])
+    parser.add_argument("--stage", type=int, choices=(1, 2), default=1, help="1: detector; 2: + region heads")
+    args = parser.parse_args(argv)
+    if args.prepared is None:
+        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    name = STAGES[args.stage]
+    if args.config is None:
+        args.config = common.CONFIG_DIR / f"{name}_default.json"
+    info = common.setup(args)
+    try:
+        state = common.resume_state(args, name)
+        cfg = common.load_run_config(DetectorRunConfig, name, args, state["run_config"] if state else None)
+        model = common.load_model(args, cfg.model_variant, state)
+        if state is None and args.init is None and cfg.pretrained_backbone and model.config.detector.backbone == "efficientnet_lite0":
+            init_backbone(model)
+        prepared = Prepared(args.prepared, args.data)
+        module, train_set, val_set = build(args.stage, args, cfg, model, prepared)
+        logger.info("%s: %d training images, %d validation images", name, len(train_set), len(val_set or []))
+        trainer = Trainer(stage=name, model=model, module=module, dataset=train_set, collate=collate_images,
+                          run=cfg, out=args.out, info=info, seed=args.seed, eval_dataset=val_set,
+                          stop=StopRules(args.max_steps, args.max_minutes), resume_state=state,
+                          find_unused_parameters=args.stage == 2)
+        trainer.fit()
+    finally:
+        common.cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()
