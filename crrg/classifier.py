@@ -49,6 +49,11 @@ class RegionClassifier(nn.Module):
         bias = nn.Parameter(torch.zeros(NUM_REGIONS)) if config.per_region_bias else None
         self.region_bias = bias  # [29] or None
 
+    def score_any(self, features: Tensor) -> Tensor:
+        """Region-agnostic logits for free-standing features [N, D] -> [N] (no per-region bias),
+        e.g. the feature of a user-drawn box."""
+        return self.mlp(features).squeeze(-1)  # [N]
+
     def forward(self, features: Tensor) -> Tensor:
         if features.ndim != 3 or features.shape[1:] != (NUM_REGIONS, self.config.feature_dim):
             raise ValueError(

@@ -106,7 +106,7 @@ class Pipeline:
         region_results = self._region_results(found, geometry, chosen, written)
         timer.times["total"] = sum(timer.times.values())
         return ReportResult(
-            image=loaded.name, width=loaded.width, height=loaded.height,
+            image=loaded.source, width=loaded.width, height=loaded.height,
             regions=region_results, report=report, labels=labels, label_regions=label_regions,
             box_sentence=box_sentence, timings=dict(timer.times),
         )
@@ -155,7 +155,7 @@ class Pipeline:
         scaled = torch.as_tensor(geometry.to_tensor(original), dtype=torch.float32).to(self.device)
         feature = self.model.detector.box_features(found.feature_maps, [scaled])  # [1, D]
         sentence = self.model.decoder.generate(feature, num_beams=beams)[0]
-        abnormal = torch.sigmoid(self.model.abnormality(feature[:, None, :]))[0, 0]
+        abnormal = torch.sigmoid(self.model.abnormality.score_any(feature))[0]
         return BoxSentence(box=tuple(float(v) for v in original[0].tolist()), sentence=sentence,
                            abnormal_prob=float(abnormal))
 

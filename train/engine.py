@@ -41,7 +41,7 @@ class RunConfig:
     """Optimisation settings shared by every stage (stage configs subclass it).
 
     ``total_steps``: length of the LR schedule (``None``: ``epochs`` x batches per epoch).
-    ``eval_every``: steps between validation passes (0: only at the end of a run) over at most
+    ``eval_every``: steps between validation passes (0: only when the schedule completes) over at most
     ``eval_batches`` batches. ``amp``: bfloat16 autocast on CUDA (ignored on CPU).
     """
 
@@ -217,9 +217,9 @@ class Trainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
         bar.close()
-        if self.eval_dataset is not None:
-            self._evaluate()
         finished = self.step >= self.total_steps
+        if finished and self.eval_dataset is not None:
+            self._evaluate()
         self._checkpoint(finished=finished)
         timing = self._timing(timed[1:] or timed, time.perf_counter() - start)
         self._finish(finished, timing)
