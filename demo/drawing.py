@@ -99,8 +99,8 @@ def draw_regions(
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     side = max(image.size)
-    thin, thick = max(1, side // 600), max(2, side // 220)
-    font_size = max(11, side // 46)
+    thin, thick = max(1, side // 600), max(2, side // 240)
+    font_size = max(14, side // 44)
     tags = dict(tags or {})
     ordered = sorted(regions, key=lambda r: (r["name"] == highlight, r.get("selected", False)))
     for region in ordered:

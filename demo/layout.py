@@ -94,9 +94,9 @@ def labels_tab(default_prompts: list[str]) -> dict[str, Any]:
             c["label_view"] = gr.Label(label="Probability (click one to see where it matches)",
                                        num_top_classes=8, show_heading=False, elem_id="crrg-labels")
         with gr.Column(scale=3, min_width=360):
-            c["label_plot"] = gr.BarPlot(x="prompt", y="probability", color="call", sort="-y", y_lim=[0, 1],
-                                         x_label_angle=-35, height=360, label="Zero-shot probabilities",
-                                         color_map={"≥ 0.5": "#e4572e", "< 0.5": "#4c78a8"},
+            c["label_plot"] = gr.BarPlot(x="prompt", y="probability", sort="-y", y_lim=[0, 1], x_title="",
+                                         y_title='P("label" vs "no label")', x_label_angle=-35, height=360,
+                                         label="Zero-shot probabilities", tooltip="all",
                                          elem_id="crrg-label-plot")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):

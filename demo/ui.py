@@ -40,7 +40,7 @@ def build_demo(pipeline: Any, examples: str | Path | None = None, workdir: str |
     with gr.Blocks(title=layout.TITLE, analytics_enabled=False) as blocks:
         gr.HTML(header_html(DISCLAIMER, layout.SUBTITLE), padding=False)
         with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=240):
+            with gr.Column(scale=2, min_width=270):
                 parts = layout.inputs(gallery, int(getattr(config, "num_beams", 1) or 1))
             parts |= layout.main_panels()
         parts |= layout.tabs(service.default_prompts)

@@ -24,7 +24,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Pyt
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "artifacts"
-TIMEOUT_MS = 90_000
+TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")

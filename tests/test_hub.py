@@ -101,3 +101,19 @@ def test_download_from_local_endpoint_then_offline_cache(tmp_path: Path) -> None
     rc, out2, err, _ = _resolve_in_subprocess("hf-hub:org/served", {**env, "HF_HUB_OFFLINE": "1"})
     assert rc == 0, err
     assert Path(out2) == folder
+
+
+def test_full_model_from_local_endpoint_via_cli(tmp_path: Path) -> None:
+    from pipeline_fixture import chest_like_png, tiny_model
+
+    tiny_model().save_pretrained(tmp_path / "repo")
+    image = chest_like_png(tmp_path / "x.png")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    with HubServer({"crrg/tiny": tmp_path / "repo"}) as server:
+        env = {**clean, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": server.endpoint}
+        proc = subprocess.run([sys.executable, "-m", "crrg", "report", str(image), "--weights", "crrg/tiny",
+                               "--json", "--prompts", "edema"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(data["regions"]) == 29 and list(data["labels"]) == ["edema"]

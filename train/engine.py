@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from crrg.config import to_dict
 from train import distributed
@@ -183,11 +184,16 @@ class Trainer:
     def _loader(self, dataset: Dataset, sampler: ResumableSampler) -> DataLoader:
         return DataLoader(dataset, batch_size=self.run.batch_size, sampler=sampler,
                           collate_fn=self.collate, num_workers=self.run.num_workers,
-                          persistent_workers=False, pin_memory=self.info.device.type == "cuda")
+                          persistent_workers=self.run.num_workers > 0,  # keeps per-worker image caches
+                          pin_memory=self.info.device.type == "cuda")
 
     # ------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
         """Train until the schedule ends or a stop rule fires; returns the timing summary."""
+        with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         start = time.perf_counter()
         timed: list[tuple[float, int]] = []  # (seconds, images) per step of this invocation
         done = self.step >= self.total_steps

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from crrg.clip import CXRClip
 from crrg.clip_loss import info_nce_loss, label_aware_loss
+from crrg.labels import FINDINGS
 from crrg.model import CRRGModel
 from train import common
 from train.datasets import AugmentConfig, ImageReader, Prepared, augment
@@ -83,7 +84,7 @@ class ClipDataset(Dataset):
         if self.augment_cfg is not None and self.augment_cfg.enabled:
             image, _, _ = augment(image, geometry, torch.zeros(0, 4), self.augment_cfg, rng)
         drawn = [rng.choice(self.sentences) for _ in range(self.per_image)]
-        k = label_vector({}).shape[0]
+        k = len(FINDINGS)
         return {"image": image, "labels": label_vector(record.get("labels") or {}), "text": record.get("text"),
                 "sentences": [t for t, _ in drawn],
                 "sentence_labels": torch.stack([v for _, v in drawn]) if drawn else torch.zeros(0, k)}

@@ -1,0 +1,34 @@
+"""A tiny random CRRG model whose detector finds regions (for pipeline / CLI / demo tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from crrg.model import CRRGModel, get_config, replace
+
+
+def tiny_model(seed: int = 0, detect_all: bool = True) -> CRRGModel:
+    """The tiny variant; with ``detect_all`` background never wins, so several regions are found."""
+    torch.manual_seed(seed)
+    config = replace(get_config("tiny"), detector__detect_score_thresh=0.0)
+    model = CRRGModel(config).eval()
+    if detect_all:
+        with torch.no_grad():
+            model.detector.roi_heads.box_predictor.cls_score.bias[0] = -30.0
+    return model
+
+
+def chest_like_png(path: Path, size: tuple[int, int] = (300, 240), seed: int = 0) -> Path:
+    """A grayscale image with two darker 'lungs' (width x height = ``size``)."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.full((h, w), 190.0)
+    for cx in (0.3 * w, 0.7 * w):
+        img[((xx - cx) / (0.17 * w)) ** 2 + ((yy - h / 2) / (0.33 * h)) ** 2 < 1] = 70
+    img += np.random.default_rng(seed).normal(0, 8, img.shape)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+    return path
