@@ -21,7 +21,8 @@ logger = logging.getLogger("crrg.app")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="crrg web demo (research use only)")
     parser.add_argument("--weights", default=os.environ.get("CRRG_WEIGHTS"),
-                        help="model folder or hub repo id org/name (env CRRG_WEIGHTS; default: assets/crrg-default)")
+                        help="model folder or hub repo id org/name "
+                        "(env CRRG_WEIGHTS; default: assets/crrg-default)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME"),
                         help="bind address (default 127.0.0.1; 0.0.0.0 on a Space)")
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     blocks = build_demo(pipeline, examples=args.examples)
     options = launch_options(args.examples, server_name=host, server_port=args.port, share=args.share)
     blocks.launch(prevent_thread_lock=True, **options)
-    logger.info("crrg demo ready on %s in %.1f s (weights: %s)", blocks.local_url, time.perf_counter() - START,
-                weights)
+    logger.info("crrg demo ready on %s in %.1f s (weights: %s)", blocks.local_url,
+                time.perf_counter() - START, weights)
     blocks.block_thread()
     return 0
 

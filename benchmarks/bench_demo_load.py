@@ -86,9 +86,8 @@ def run(args: argparse.Namespace) -> int:
         failures: list[str] = []
         with DemoServer(weights, timeout=180) as server:
             barrier = threading.Barrier(args.clients + 1)
-            threads = [threading.Thread(target=client_loop, args=(server.url, image, args.prompts, args.requests,
-                                                                   barrier, latencies, failures))
-                       for _ in range(args.clients)]
+            work = (server.url, image, args.prompts, args.requests, barrier, latencies, failures)
+            threads = [threading.Thread(target=client_loop, args=work) for _ in range(args.clients)]
             for thread in threads:
                 thread.start()
             barrier.wait()
@@ -110,4 +109,5 @@ def run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.exit(run(parse_args()))

@@ -35,7 +35,7 @@ def _palette(n: int) -> tuple[str, ...]:
     return tuple(colours)
 
 
-REGION_COLORS: dict[str, str] = dict(zip(REGIONS, _palette(len(REGIONS))))
+REGION_COLORS: dict[str, str] = dict(zip(REGIONS, _palette(len(REGIONS)), strict=True))
 USER_BOX_COLOR = "#ffffff"
 
 
@@ -116,7 +116,8 @@ def draw_regions(
             draw.rectangle(xyxy, outline=(255, 255, 255, 255), width=thick + 2)
         if emphasised or selected:
             draw.rectangle(xyxy, outline=(*rgb, 255), width=thick)
-            _tag(draw, (xyxy[0], xyxy[1]), tags.get(name, name), REGION_COLORS.get(name, "#ff0000"), font_size)
+            colour = REGION_COLORS.get(name, "#ff0000")
+            _tag(draw, (xyxy[0], xyxy[1]), tags.get(name, name), colour, font_size)
         else:
             draw.rectangle(xyxy, outline=(*rgb, 150), width=thin)
     if user_box is not None:

@@ -67,10 +67,11 @@ def api(service: DemoService) -> None:
             raise gr.Error("no image given: pass an image file (PNG, JPEG or DICOM)")
         return service.classify(image, prompts)
 
-    report_btn.click(api_report, [image_in, prompts_in], [report, result], api_name="report",
-                     concurrency_id=MODEL, api_description="Image file + comma-separated prompts -> "
+    serial = {"concurrency_id": MODEL, "concurrency_limit": 1}
+    report_btn.click(api_report, [image_in, prompts_in], [report, result], api_name="report", **serial,
+                     api_description="Image file + comma-separated prompts ('' = defaults) -> "
                      "(report text, the CLI's JSON: regions, report, labels, disclaimer).")
-    classify_btn.click(api_classify, [image_in, prompts_in], [labels], api_name="classify", concurrency_id=MODEL,
+    classify_btn.click(api_classify, [image_in, prompts_in], [labels], api_name="classify", **serial,
                        api_description="Image file + comma-separated prompts -> {prompt: probability}.")
 
 
@@ -134,9 +135,10 @@ def cleared(c: SimpleNamespace) -> dict:
     empty = {"regions": [], "report": ""}
     return {
         c.state: None, c.focus: None, c.corner: None, c.overlay: None, c.legend: "",
-        c.report_view: views.report_html(empty), c.report_text: "", c.region_card: views.region_card(empty, None),
-        c.describe: gr.Button(interactive=False), c.table: None, c.json_view: None, c.status: "",
-        c.label_view: None, c.label_plot: None, c.label_table: None, c.label_pick: gr.Dropdown(choices=[], value=None),
+        c.report_view: views.report_html(empty), c.report_text: "",
+        c.region_card: views.region_card(empty, None), c.describe: gr.Button(interactive=False),
+        c.table: None, c.json_view: None, c.status: "", c.label_view: None, c.label_plot: None,
+        c.label_table: None, c.label_pick: gr.Dropdown(choices=[], value=None),
         c.label_image: None, c.ticks: gr.CheckboxGroup(choices=list(REGIONS), value=[]), c.box_image: None,
         c.box_card: views.box_card(None),
     }
@@ -185,112 +187,125 @@ def _selected_label(evt: gr.SelectData) -> str | None:
     return str(value) if value else None
 
 
+class Handlers:
+    """Event handlers of the page; each returns ``{component: update}`` for the components ``c``."""
+
+    def __init__(self, c: SimpleNamespace, service: DemoService, examples: list[Any]) -> None:
+        self.c, self.service, self.examples = c, service, examples
+
+    @user_errors
+    def analyse(self, path: str | None, prompts: list[str] | None, beams: float, show_all: bool) -> dict:
+        if not path:
+            return cleared(self.c)
+        return everything(self.c, self.service.analyse(path, prompts, int(beams)), show_all)
+
+    @user_errors
+    def downloads(self, analysis: Analysis | None) -> dict:
+        c = self.c
+        if analysis is None:
+            return {b: gr.DownloadButton(value=None, interactive=False) for b in (c.dl_json, c.dl_png)}
+        json_path, png_path = self.service.downloads(analysis)
+        return {c.dl_json: gr.DownloadButton(value=json_path, interactive=True),
+                c.dl_png: gr.DownloadButton(value=png_path, interactive=True)}
+
+    @user_errors
+    def write(self, analysis: Analysis | None, ticked: list[str] | None, beams: float,
+              show_all: bool) -> dict:
+        analysis = _need(analysis)
+        if not ticked:
+            raise gr.Error("Tick at least one region.", title="No region ticked")
+        analysis = self.service.for_regions(analysis, ticked, int(beams))
+        missing = [r for r in ticked if r not in analysis.detected()]
+        if missing:
+            gr.Warning(f"Not detected in this image, so no sentence: {', '.join(missing)}")
+        return render_main(self.c, analysis, None, show_all) | {self.c.state: analysis, self.c.focus: None}
+
+    @user_errors
+    def relabel(self, analysis: Analysis | None, prompts: list[str] | None) -> dict:
+        analysis = self.service.relabel(_need(analysis), prompts)
+        return render_labels(self.c, analysis) | {self.c.state: analysis, self.c.json_view: analysis.result}
+
+    @user_errors
+    def describe(self, analysis: Analysis | None, focus: str | None, beams: float) -> dict:
+        analysis = _need(analysis)
+        if not focus:
+            raise gr.Error("Click a region first.", title="No region chosen")
+        analysis.extra[focus] = self.service.describe(analysis, focus, int(beams))
+        return {self.c.state: analysis, self.c.region_card: views.region_card(_with_extra(analysis), focus)}
+
+    @user_errors
+    def click_overlay(self, analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
+        if analysis is None:
+            return {}
+        x, y = _select_xy(analysis, evt)
+        return focus_on(self.c, analysis, region_at(analysis.result["regions"], x, y), show_all)
+
+    @user_errors
+    def click_row(self, analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
+        if analysis is None:
+            return {}
+        row = evt.row_value or []
+        return focus_on(self.c, analysis, row[0] if row and row[0] in REGIONS else None, show_all)
+
+    @user_errors
+    def click_box(self, analysis: Analysis | None, corner: Any, beams: float, evt: gr.SelectData) -> dict:
+        """First click: remember a corner; second click: a sentence for the box they span."""
+        if analysis is None:
+            return {}
+        x, y = _select_xy(analysis, evt)
+        if corner is None:
+            return render_box(self.c, analysis, None, (x, y))
+        (x1, x2), (y1, y2) = sorted((corner[0], x)), sorted((corner[1], y))
+        if x2 - x1 < MIN_BOX_PX or y2 - y1 < MIN_BOX_PX:
+            gr.Warning("That box is too small: click two opposite corners of the area you want described.")
+            return render_box(self.c, analysis)
+        return render_box(self.c, analysis, self.service.for_box(analysis, (x1, y1, x2, y2), int(beams)))
+
+    def redraw(self, analysis: Analysis | None, focus: str | None, show_all: bool) -> dict:
+        return focus_on(self.c, analysis, focus, show_all) if analysis is not None else {}
+
+    def pick_label(self, analysis: Analysis | None, prompt: str | None) -> dict:
+        return render_label(self.c, analysis, prompt) if analysis is not None else {}
+
+    def label_clicked(self, evt: gr.SelectData) -> Any:
+        return gr.Dropdown(value=_selected_label(evt))
+
+    def pick_example(self, evt: gr.SelectData) -> str:
+        return str(self.examples[evt.index])
+
+    def default_prompts(self) -> Any:
+        return gr.Dropdown(value=self.service.default_prompts)
+
+
 def wire(c: SimpleNamespace, service: DemoService, examples: list[Any]) -> None:
     """Connect the components of :mod:`demo.layout` (``c``) to the service."""
+    h = Handlers(c, service, examples)
     everything_out = [c.state, c.focus, c.corner, c.overlay, c.legend, c.report_view, c.report_text,
                       c.region_card, c.describe, c.table, c.json_view, c.status, c.label_view, c.label_plot,
                       c.label_table, c.label_pick, c.label_image, c.ticks, c.box_image, c.box_card]
     main_out = [c.state, c.focus, c.overlay, c.legend, c.report_view, c.report_text, c.region_card,
                 c.describe, c.table, c.json_view, c.status]
     focus_out = [c.focus, c.overlay, c.region_card, c.describe]
-    labels_out = [c.state, c.json_view, c.label_view, c.label_plot, c.label_table, c.label_pick, c.label_image]
+    labels_out = [c.state, c.json_view, c.label_view, c.label_plot, c.label_table, c.label_pick,
+                  c.label_image]
     downloads_out = [c.dl_json, c.dl_png]
-
-    @user_errors
-    def analyse(path: str | None, prompts: list[str] | None, beams: float, show_all: bool) -> dict:
-        if not path:
-            return cleared(c)
-        return everything(c, service.analyse(path, prompts, int(beams)), show_all)
-
-    @user_errors
-    def downloads(analysis: Analysis | None) -> dict:
-        if analysis is None:
-            return {b: gr.DownloadButton(value=None, interactive=False) for b in downloads_out}
-        json_path, png_path = service.downloads(analysis)
-        return {c.dl_json: gr.DownloadButton(value=json_path, interactive=True),
-                c.dl_png: gr.DownloadButton(value=png_path, interactive=True)}
-
-    @user_errors
-    def write(analysis: Analysis | None, ticked: list[str] | None, beams: float, show_all: bool) -> dict:
-        analysis = _need(analysis)
-        if not ticked:
-            raise gr.Error("Tick at least one region.", title="No region ticked")
-        analysis = service.for_regions(analysis, ticked, int(beams))
-        missing = [r for r in ticked if r not in analysis.detected()]
-        if missing:
-            gr.Warning(f"Not detected in this image, so no sentence: {', '.join(missing)}")
-        return render_main(c, analysis, None, show_all) | {c.state: analysis, c.focus: None}
-
-    @user_errors
-    def relabel(analysis: Analysis | None, prompts: list[str] | None) -> dict:
-        analysis = service.relabel(_need(analysis), prompts)
-        return render_labels(c, analysis) | {c.state: analysis, c.json_view: analysis.result}
-
-    @user_errors
-    def describe(analysis: Analysis | None, focus: str | None, beams: float) -> dict:
-        analysis = _need(analysis)
-        if not focus:
-            raise gr.Error("Click a region first.", title="No region chosen")
-        sentence = service.describe(analysis, focus, int(beams))
-        analysis.extra[focus] = sentence
-        return {c.state: analysis, c.region_card: views.region_card(_with_extra(analysis), focus)}
-
-    @user_errors
-    def click_overlay(analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
-        if analysis is None:
-            return {}
-        x, y = _select_xy(analysis, evt)
-        return focus_on(c, analysis, region_at(analysis.result["regions"], x, y), show_all)
-
-    @user_errors
-    def click_row(analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
-        if analysis is None:
-            return {}
-        row = evt.row_value or []
-        name = row[0] if row and row[0] in REGIONS else None
-        return focus_on(c, analysis, name, show_all)
-
-    @user_errors
-    def click_box(analysis: Analysis | None, corner: Any, beams: float, evt: gr.SelectData) -> dict:
-        if analysis is None:
-            return {}
-        x, y = _select_xy(analysis, evt)
-        if corner is None:
-            return render_box(c, analysis, None, (x, y))
-        (x1, x2), (y1, y2) = sorted((corner[0], x)), sorted((corner[1], y))
-        if x2 - x1 < MIN_BOX_PX or y2 - y1 < MIN_BOX_PX:
-            gr.Warning("That box is too small: click two opposite corners of the area you want described.")
-            return render_box(c, analysis)
-        return render_box(c, analysis, service.for_box(analysis, (x1, y1, x2, y2), int(beams)))
-
-    def redraw(analysis: Analysis | None, focus: str | None, show_all: bool) -> dict:
-        return focus_on(c, analysis, focus, show_all) if analysis is not None else {}
-
-    def pick_label(analysis: Analysis | None, prompt: str | None) -> dict:
-        return render_label(c, analysis, prompt) if analysis is not None else {}
-
-    def label_clicked(evt: gr.SelectData) -> Any:
-        return gr.Dropdown(value=_selected_label(evt))
-
     model = {"concurrency_id": MODEL, "concurrency_limit": 1, **PRIVATE}
-    inputs = [c.upload, c.prompts, c.beams, c.show_all]
-    gr.on([c.upload.change, c.run.click, c.back.click], analyse, inputs, everything_out, **model
-          ).then(downloads, c.state, downloads_out, **PRIVATE)
-    c.write.click(write, [c.state, c.ticks, c.beams, c.show_all], main_out, **model
-                  ).then(downloads, c.state, downloads_out, **PRIVATE)
-    c.relabel.click(relabel, [c.state, c.prompts], labels_out, **model
-                    ).then(downloads, c.state, downloads_out, **PRIVATE)
-    c.describe.click(describe, [c.state, c.focus, c.beams], [c.state, c.region_card], **model)
-    c.overlay.select(click_overlay, [c.state, c.show_all], focus_out, **PRIVATE)
-    c.table.select(click_row, [c.state, c.show_all], focus_out, **PRIVATE)
-    c.box_image.select(click_box, [c.state, c.corner, c.beams], [c.box_image, c.box_card, c.corner], **model)
-    c.show_all.change(redraw, [c.state, c.focus, c.show_all], focus_out, **PRIVATE)
-    c.label_pick.change(pick_label, [c.state, c.label_pick], [c.label_image], **PRIVATE)
-    c.label_view.select(label_clicked, None, c.label_pick, **PRIVATE)
-    c.label_table.select(label_clicked, None, c.label_pick, **PRIVATE)
-    c.reset.click(lambda: gr.Dropdown(value=service.default_prompts), None, c.prompts, **PRIVATE)
-    if examples:
-        def pick_example(evt: gr.SelectData) -> str:
-            return str(examples[evt.index])
 
-        c.gallery.select(pick_example, None, c.upload, **PRIVATE)
+    gr.on([c.upload.change, c.run.click, c.back.click], h.analyse, [c.upload, c.prompts, c.beams, c.show_all],
+          everything_out, **model).then(h.downloads, c.state, downloads_out, **PRIVATE)
+    c.write.click(h.write, [c.state, c.ticks, c.beams, c.show_all], main_out, **model
+                  ).then(h.downloads, c.state, downloads_out, **PRIVATE)
+    c.relabel.click(h.relabel, [c.state, c.prompts], labels_out, **model
+                    ).then(h.downloads, c.state, downloads_out, **PRIVATE)
+    c.describe.click(h.describe, [c.state, c.focus, c.beams], [c.state, c.region_card], **model)
+    c.overlay.select(h.click_overlay, [c.state, c.show_all], focus_out, **PRIVATE)
+    c.table.select(h.click_row, [c.state, c.show_all], focus_out, **PRIVATE)
+    c.box_image.select(h.click_box, [c.state, c.corner, c.beams], [c.box_image, c.box_card, c.corner],
+                       **model)
+    c.show_all.change(h.redraw, [c.state, c.focus, c.show_all], focus_out, **PRIVATE)
+    c.label_pick.change(h.pick_label, [c.state, c.label_pick], [c.label_image], **PRIVATE)
+    c.label_view.select(h.label_clicked, None, c.label_pick, **PRIVATE)
+    c.label_table.select(h.label_clicked, None, c.label_pick, **PRIVATE)
+    c.reset.click(h.default_prompts, None, c.prompts, **PRIVATE)
+    if examples:
+        c.gallery.select(h.pick_example, None, c.upload, **PRIVATE)

@@ -60,6 +60,7 @@ def tabs(default_prompts: list[str]) -> dict[str, Any]:
         with gr.Tab("Region table", id="regions"):
             c["table"] = gr.Dataframe(headers=views.REGION_HEADERS, interactive=False, wrap=True,
                                       max_height=460, elem_id="crrg-table",
+                                      column_widths=["19%", "9%", "9%", "9%", "10%", "44%"],
                                       datatype=["str", "number", "number", "number", "str", "str"])
         with gr.Tab("Interactive", id="interactive"):
             with gr.Row():
@@ -70,7 +71,8 @@ def tabs(default_prompts: list[str]) -> dict[str, Any]:
                         c["write"] = gr.Button("Write sentences for ticked regions", variant="primary")
                         c["back"] = gr.Button("Back to the model's choice", size="sm")
                 with gr.Column(scale=1):
-                    c["box_image"] = gr.Image(label="Draw a box: click two opposite corners", interactive=False,
+                    c["box_image"] = gr.Image(label="Draw a box: click two opposite corners",
+                                              interactive=False,
                                               height=460, format="png", elem_id="crrg-box")
                     c["box_card"] = gr.HTML(views.box_card(None), elem_id="crrg-box-card")
         with gr.Tab("JSON", id="json"):

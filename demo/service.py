@@ -144,7 +144,8 @@ class DemoService:
 
 
 def example_files(folder: str | Path | None) -> list[Path]:
-    """Image files directly in ``folder`` (sorted, at most :data:`MAX_EXAMPLES`); [] when unset."""
+    """Image files directly in ``folder`` (sorted by name, at most :data:`MAX_EXAMPLES`), as resolved
+    absolute paths (symlinks followed: gradio checks the real path); [] when unset."""
     if not folder:
         return []
     path = Path(folder).expanduser()
@@ -152,7 +153,7 @@ def example_files(folder: str | Path | None) -> list[Path]:
         logger.warning("examples folder %s does not exist; no examples shown", path)
         return []
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in EXAMPLE_SUFFIXES)
-    return files[:MAX_EXAMPLES]
+    return [p.resolve() for p in files[:MAX_EXAMPLES]]
 
 
 def thumbnails(files: Sequence[Path], side: int = 192) -> list[tuple[np.ndarray, str]]:

@@ -21,7 +21,8 @@ CSS = """
 .crrg-report h3 { margin: 0 0 8px 0; font-size: 1.05rem; }
 .crrg-sentences { display: grid; grid-template-columns: max-content 1fr; column-gap: 12px; }
 .crrg-sentence { display: contents; }
-.crrg-sentence > * { overflow-wrap: anywhere; padding: 6px 0; border-bottom: 1px solid var(--border-color-primary); line-height: 1.45; }
+.crrg-sentence > * { overflow-wrap: anywhere; padding: 6px 0; line-height: 1.45;
+  border-bottom: 1px solid var(--border-color-primary); }
 .crrg-sentence > .crrg-chips { display: flex; flex-direction: column; align-items: flex-start; gap: 3px; }
 .crrg-sentence:last-child > * { border-bottom: none; }
 .crrg-card { padding: 10px 12px; border-radius: 8px; border: 1px solid var(--border-color-primary);
@@ -33,7 +34,8 @@ CSS = """
 .crrg-legend-item .crrg-chip { font-weight: 400; opacity: 0.8; }
 .crrg-legend-item.crrg-selected .crrg-chip { font-weight: 700; opacity: 1; }
 #crrg-status { font-size: 0.85rem; min-height: 1.2em; }
-.crrg-foot { font-size: 0.8rem; color: var(--body-text-color-subdued); text-align: center; margin: 6px 0 0 0; }
+.crrg-foot { font-size: 0.8rem; color: var(--body-text-color-subdued); text-align: center;
+  margin: 6px 0 0 0; }
 """
 
 

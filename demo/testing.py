@@ -34,12 +34,13 @@ class DemoServer:
     """``python app.py --weights W --port P`` in a subprocess; ``with DemoServer(w) as s: s.url``.
 
     ``ready_s`` is the time from start until the page answered. The log goes to a temporary file
-    (``log()`` returns it) so a failed start can say why.
+    (``log()`` returns it while the server runs; removed by ``stop()``) so a failed start can say why.
     """
 
     def __init__(self, weights: str | Path, port: int | None = None, examples: str | Path | None = None,
                  timeout: float = 90.0, extra_env: dict[str, str] | None = None) -> None:
-        self.weights, self.port, self.examples, self.timeout = str(weights), port or free_port(), examples, timeout
+        self.weights, self.port = str(weights), port or free_port()
+        self.examples, self.timeout = examples, timeout
         self.env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.process: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
@@ -54,7 +55,7 @@ class DemoServer:
                "--host", "127.0.0.1"]
         return cmd + (["--examples", str(self.examples)] if self.examples else [])
 
-    def start(self) -> "DemoServer":
+    def start(self) -> DemoServer:
         self._log = tempfile.NamedTemporaryFile(prefix="crrg-demo-", suffix=".log", delete=False)
         start = time.perf_counter()
         self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=self._log,
@@ -82,8 +83,10 @@ class DemoServer:
                 self.process.wait(timeout=5)
         if self._log is not None:
             self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+            self._log = None
 
-    def __enter__(self) -> "DemoServer":
+    def __enter__(self) -> DemoServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -53,12 +53,14 @@ def build_demo(pipeline: Any, examples: str | Path | None = None, workdir: str |
 
 
 def launch_options(examples: str | Path | None = None, **overrides: Any) -> dict[str, Any]:
-    """Keyword arguments for ``blocks.launch()``: theme, CSS, upload limit, example folder access."""
+    """Keyword arguments for ``blocks.launch()``: theme, CSS, upload limit, and access to exactly the
+    example files (not their whole folder)."""
     options: dict[str, Any] = {
         "theme": theme(), "css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": True,
         "footer_links": ["api"],
     }
-    if examples and Path(examples).expanduser().is_dir():
-        options["allowed_paths"] = [str(Path(examples).expanduser().resolve())]
+    allowed = [str(path) for path in example_files(examples)]
+    if allowed:
+        options["allowed_paths"] = allowed
     options.update(overrides)
     return options

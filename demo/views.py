@@ -10,7 +10,7 @@ from typing import Any
 from crrg.report import assemble_report
 from demo.drawing import REGION_COLORS
 
-REGION_HEADERS = ["region", "detection score", "selection p", "abnormal p", "selected", "sentence"]
+REGION_HEADERS = ["region", "detection", "selection p", "abnormal p", "selected", "sentence"]
 LABEL_HEADERS = ["prompt", "probability", "best-matching region"]
 
 Result = Mapping[str, Any]

@@ -83,7 +83,8 @@ def test_report_reads_dicom(client, images: dict[str, Path]) -> None:
     assert list(result["labels"]) == ["edema"]
 
 
-def test_classify_returns_probabilities_for_the_prompts(client, images: dict[str, Path], tiny_weights: Path) -> None:
+def test_classify_returns_probabilities_for_the_prompts(client, images: dict[str, Path],
+                                                        tiny_weights: Path) -> None:
     from gradio_client import handle_file
 
     probs = client.predict(handle_file(str(images["png"])), "edema,pleural effusion", api_name="/classify")
@@ -107,6 +108,7 @@ def test_app_without_weights_says_how_to_get_some(tmp_path: Path) -> None:
     import os
 
     done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--weights", str(tmp_path / "missing")],
-                          cwd=ROOT, env={**os.environ, **OFFLINE_ENV}, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env={**os.environ, **OFFLINE_ENV}, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 2
     assert "cannot load crrg weights" in done.stderr and "python -m crrg init" in done.stderr

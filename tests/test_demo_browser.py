@@ -10,8 +10,8 @@ import pytest
 
 from crrg import DISCLAIMER
 from demo.drawing import region_at
-from demo.views import report_sentences
 from demo.testing import ROOT, DemoServer, write_png
+from demo.views import report_sentences
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +33,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
     weights = tmp_path_factory.mktemp("crrg-tiny")
     assert main(["init", str(weights), "--variant", "tiny"]) == 0
-    with DemoServer(weights) as running:
+    examples = tmp_path_factory.mktemp("examples")
+    write_png(examples / "example-phantom.png", seed=9, height=700, width=600)
+    with DemoServer(weights, examples=examples) as running:
         yield running
 
 
@@ -82,7 +84,8 @@ def _coloured_pixels(png: bytes) -> int:
     return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum())  # the X-ray itself is gray
 
 
-def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, xray: Path, expected: dict) -> None:
+def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, xray: Path,
+                                                      expected: dict) -> None:
     page.goto(server.url)
     assert DISCLAIMER in page.locator("#crrg-disclaimer").inner_text()
     page.set_input_files("#crrg-upload input[type=file]", str(xray))
@@ -116,6 +119,9 @@ def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, 
     page.wait_for_function("document.querySelector('#crrg-box-card').innerText.includes('First corner')")
     _click_image(page, "#crrg-box img", 300, 420)
     page.wait_for_function("document.querySelector('#crrg-box-card').innerText.includes('your box')")
+
+    page.locator("#crrg-examples img").first.click()  # an example replaces the upload and runs
+    page.wait_for_function("document.querySelector('#crrg-status').innerText.includes('example-phantom.png')")
 
     page.get_by_role("tab", name="Zero-shot labels").click()
     ARTIFACTS.mkdir(exist_ok=True)

@@ -76,7 +76,8 @@ def test_region_at_picks_the_smallest_box_under_the_point() -> None:
 
 def test_draw_regions_colours_selected_boxes_and_emphasises_the_highlight() -> None:
     base = np.full((200, 200, 3), 40, np.uint8)
-    regions = [_region("right lung", (20, 20, 100, 180), selected=True), _region("left lung", (110, 20, 190, 180))]
+    regions = [_region("right lung", (20, 20, 100, 180), selected=True),
+               _region("left lung", (110, 20, 190, 180))]
     plain = draw_regions(base, regions, scale=1.0)
     assert plain.shape == base.shape
     assert tuple(plain[100, 20]) == hex_to_rgb(REGION_COLORS["right lung"])  # left edge, opaque
@@ -113,8 +114,8 @@ def test_report_sentences_follow_the_pipelines_deduplication() -> None:
 
 
 def test_label_views_sort_by_probability() -> None:
-    result = {"labels": {"edema": 0.2, "pneumonia": 0.9}, "label_regions": {"edema": None, "pneumonia": "left lung"},
-              "regions": []}
+    result = {"labels": {"edema": 0.2, "pneumonia": 0.9}, "regions": [],
+              "label_regions": {"edema": None, "pneumonia": "left lung"}}
     assert views.label_rows(result) == [["pneumonia", 0.9, "left lung"], ["edema", 0.2, "—"]]
     frame = views.label_frame(result["labels"])
     assert list(frame["prompt"]) == ["pneumonia", "edema"] and list(frame["call"]) == ["≥ 0.5", "< 0.5"]
@@ -188,6 +189,23 @@ def test_build_demo_exposes_the_named_endpoints(tiny_pipeline) -> None:
     blocks = build_demo(tiny_pipeline)
     public = {fn.api_name for fn in blocks.fns.values() if fn.api_visibility == "public"}
     assert public == {"report", "classify"}
+
+
+def test_examples_are_resolved_and_allowed_file_by_file(tmp_path: Path) -> None:
+    from demo import launch_options
+    from demo.service import example_files, thumbnails
+
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    real = write_png(tmp_path / "real.png", height=300, width=260)
+    (folder / "linked.png").symlink_to(real)
+    (folder / "notes.txt").write_text("not an example")
+    (folder / "broken.dcm").write_bytes(b"not dicom")
+    files = example_files(folder)
+    assert files == [(folder / "broken.dcm").resolve(), real.resolve()]
+    assert launch_options(folder)["allowed_paths"] == [str(p) for p in files]  # files, not the folder
+    assert [name for _, name in thumbnails(files)] == ["real.png"]  # unreadable ones are skipped
+    assert example_files(None) == [] and "allowed_paths" not in launch_options(None)
 
 
 def test_app_goes_offline_unless_given_a_hub_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

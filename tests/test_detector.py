@@ -134,6 +134,10 @@ def test_partial_losses_are_finite_and_validated() -> None:
     losses = det(_images(), _targets(annotated=annotated))
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
     assert all(torch.isfinite(v) for v in losses.values())
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+             "annotated": torch.zeros(NUM_REGIONS, dtype=torch.bool)}  # nothing annotated
+    losses = det(_images(), [_targets(1)[0], empty])
+    assert all(torch.isfinite(v) for v in losses.values())
     annotated[17] = False  # the spine box is present but marked unannotated
     with pytest.raises(ValueError, match="not annotated"):
         det(_images(), _targets(annotated=annotated))

@@ -90,7 +90,7 @@ def test_stage1_detector(stage1: Path) -> None:
 def stage2(work: dict[str, Path], stage1: Path) -> Path:
     out = work["root"] / "stage2"
     history = run(train_detector.main, "region_heads_tiny.json", work["prepared"], out, "--stage", "2",
-                  "--init", str(stage1 / "model"), "--max-steps", "12")
+                  "--init", str(stage1 / "checkpoint.pt"), "--max-steps", "12")  # exact fp32 start
     heads = series(history, "loss_selection", "loss_abnormal")
     assert len(heads) == 12 and falls(heads), heads
     assert any("loss_classifier" in row for row in history)  # boxed images keep detector losses
@@ -127,7 +127,7 @@ def test_lm_builds_vocabulary(lm: Path, stage2: Path) -> None:
 def test_stage3_open_data(work: dict[str, Path], stage2: Path, lm: Path) -> None:
     out = work["root"] / "stage3"
     history = run(train_decoder.main, "decoder_tiny.json", work["prepared"], out, "--init", str(stage2 / "model"),
-                  "--decoder-from", str(lm / "model"), "--max-steps", "10")
+                  "--decoder-from", str(lm / "model"), "--max-steps", "10", "--set", "cache_features=true")
     assert falls(series(history, "loss_lm"), 3), series(history, "loss_lm")
     model = loads(out / "model")
     assert model.config.decoder.token_ids == loads(lm / "model").config.decoder.token_ids
@@ -155,6 +155,12 @@ def test_stage3_paired_data(work: dict[str, Path], stage2: Path, lm: Path) -> No
 
 
 def test_clip(work: dict[str, Path]) -> None:
+    prepared = Prepared(work["prepared"])
+    records = train_clip.clip_records(prepared, "train", pair_repeat=3)
+    test_images = {r["image"] for r in prepared.images(None) if r["split"] != "train"}
+    assert test_images and not test_images & {r["image"] for r in records}  # never a test image
+    paired = sum(1 for r in prepared.images("train") if r.get("text"))
+    assert len(records) == len(prepared.images("train")) + 2 * paired
     out = work["root"] / "clip"
     history = run(train_clip.main, "clip_tiny.json", work["prepared"], out, "--init", str(work["init"]),
                   "--max-steps", "12")
@@ -165,18 +171,42 @@ def test_clip(work: dict[str, Path]) -> None:
     assert probs.shape == (1, 1)
 
 
-def test_two_process_gloo_ddp(work: dict[str, Path], lm: Path) -> None:
+def test_two_process_gloo_ddp(work: dict[str, Path], stage1: Path) -> None:
+    """torchrun, 2 CPU processes on gloo, stage 2 (mixed boxed / unboxed batches, so ranks log
+    different loss keys and leave different parameters unused)."""
     out = work["root"] / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29500 + os.getpid() % 1000), "-m", "train.pretrain_lm", "--config", str(CONFIGS / "lm_tiny.json"),
-           "--prepared", str(work["prepared"]), "--init", str(lm / "model"), "--out", str(out),
-           "--max-steps", "2", "--threads", "1", "--device", "cpu", "--log-level", "WARNING"]
+           str(29500 + os.getpid() % 1000), "-m", "train.train_detector", "--stage", "2",
+           "--config", str(CONFIGS / "region_heads_tiny.json"), "--prepared", str(work["prepared"]),
+           "--init", str(stage1 / "model"), "--out", str(out), "--max-steps", "3", "--threads", "1",
+           "--device", "cpu", "--log-level", "WARNING"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 2
+    assert state["step"] == 3 and [r["step"] for r in state["history"] if "loss" in r] == [1, 2, 3]
     timing = json.loads((out / "timing.json").read_text())
-    assert timing["world_size"] == 2
+    assert timing["world_size"] == 2 and timing["total_steps"] == 50 * 2  # 14 images / 2 ranks / 4
     model = loads(out / "model")
-    assert not torch.equal(model.decoder.gpt.transformer.wte.weight, loads(lm / "model").decoder.gpt.transformer.wte.weight)
+    before = loads(stage1 / "model").selection.mlp[0].weight
+    assert not torch.equal(model.selection.mlp[0].weight, before)
+
+
+def test_lm_fresh_model_gets_vocabulary_first(work: dict[str, Path]) -> None:
+    out = work["root"] / "lm_fresh"  # no --init: the run config's model_variant ("tiny")
+    run(pretrain_lm.main, "lm_tiny.json", work["prepared"], out, "--max-steps", "2")
+    model = loads(out / "model")
+    ids = model.config.decoder.token_ids
+    assert model.config.variant == "tiny" and ids is not None and 20 < len(ids) < 200
+
+
+def test_fresh_detector_backbone_from_imagenet() -> None:
+    from train_fixture import tiny_config
+
+    from crrg.backbones import lite0_imagenet_state_dict
+
+    model = CRRGModel(tiny_config())
+    train_detector.init_backbone(model)
+    stem = lite0_imagenet_state_dict(in_chans=1)["conv_stem.weight"]
+    weights = [p for n, p in model.detector.backbone.named_parameters() if p.shape == stem.shape]
+    assert any(torch.equal(w, stem) for w in weights)

@@ -7,7 +7,6 @@ Every script takes the same options (``--config --set --prepared --data --out --
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import random
@@ -28,10 +27,10 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 C = TypeVar("C")
 
 
-def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m train.{stage}", description=description)
+def build_parser(script: str, description: str, default_config: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m train.{script}", description=description)
     p.add_argument("--config", type=Path, default=None,
-                   help=f"run config JSON (default: train/configs/{stage}_default.json)")
+                   help=f"run config JSON (default: train/configs/{default_config})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config field (VALUE parsed as JSON when possible); repeatable")
     p.add_argument("--prepared", type=Path, default=None,
@@ -40,7 +39,8 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
                    help="data root the image paths are relative to (default: the one in meta.json)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, model/, log, plots")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from this saved CRRGModel folder (a previous stage's OUT/model)")
+                   help="start from a saved CRRGModel folder (a previous stage's OUT/model, fp16 "
+                        "weights) or a previous stage's OUT/checkpoint.pt (exact fp32 weights)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--max-steps", type=int, default=None,
@@ -116,39 +116,38 @@ def resume_state(args: argparse.Namespace, stage: str) -> dict[str, Any] | None:
     return load_checkpoint(Path(args.out) / CHECKPOINT_NAME, stage=stage)
 
 
+def load_saved(path: str | Path) -> CRRGModel:
+    """A model from a saved CRRGModel folder (fp16 weights, cast to fp32) or from a stage's
+    ``checkpoint.pt`` (exact fp32 weights), in training mode."""
+    path = Path(path)
+    if path.is_file():
+        state = load_checkpoint(path)
+        model = CRRGModel(from_dict(CRRGConfig, state["model_config"]))
+        model.load_state_dict(state["model"], strict=True)
+        logger.info("model loaded from %s (step %d of stage %r)", path, state["step"], state["stage"])
+        return model.train()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is neither a saved CRRGModel folder nor a checkpoint.pt")
+    model = CRRGModel.from_pretrained(str(path))
+    logger.info("model loaded from %s", path)
+    return model.float().train()
+
+
 def load_model(args: argparse.Namespace, variant: str, state: dict[str, Any] | None) -> CRRGModel:
-    """The model to train: from the checkpoint (resume), ``--init`` folder, or a fresh variant."""
+    """The model to train: from the checkpoint (resume), ``--init``, or a fresh variant."""
     if state is not None:
         model = CRRGModel(from_dict(CRRGConfig, state["model_config"]))
         model.load_state_dict(state["model"], strict=True)
         return model.train()
     if args.init is not None:
-        if not Path(args.init).is_dir():
-            raise FileNotFoundError(f"--init {args.init} is not a folder (expected a saved CRRGModel)")
-        model = CRRGModel.from_pretrained(str(args.init))
-        logger.info("model initialised from %s", args.init)
-        return model.float().train()
+        return load_saved(args.init)
     logger.info("fresh model of variant %r", variant)
     return CRRGModel(get_config(variant)).train()
-
-
-def replace_config(config: Any, **changes: Any) -> Any:
-    return dataclasses.replace(config, **changes)
 
 
 def freeze(module: torch.nn.Module, frozen: bool = True) -> None:
     for p in module.parameters():
         p.requires_grad_(not frozen)
-
-
-def data_root(args: argparse.Namespace, meta: dict[str, Any]) -> Path:
-    """``--data`` when given, else the data root recorded by ``train.prepare`` in meta.json."""
-    if args.data is not None:
-        return Path(args.data)
-    for key in ("data_root", "data", "root"):
-        if meta.get(key):
-            return Path(meta[key])
-    raise ValueError("meta.json records no data root; pass --data DIR")
 
 
 def cleanup_distributed() -> None:

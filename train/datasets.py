@@ -196,7 +196,7 @@ class ImageDataset(Dataset):
                 target = _apply_keep(target, boxes, keep)
         if target is not None and target["boxes"].shape[0] == 0:
             target = None
-        item = {"image": image, "target": target}
+        item = {"image": image, "target": target, "ref": record["image"]}
         if self.fields is not None:
             item.update(self.fields(record, rng))
         return item

@@ -92,14 +92,15 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 
 def mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
-    """Average scalar logs over ranks (every rank must call it with the same keys)."""
-    if not info.distributed or not values:
+    """Average scalar logs over ranks. Ranks may log different keys (e.g. a loss only some
+    batches have): each key is averaged over the ranks that have it. Every rank must call it."""
+    if not info.distributed:
         return values
-    keys = sorted(values)
-    device = info.device if info.device.type == "cuda" else torch.device("cpu")
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)  # [K]
-    dist.all_reduce(t)
-    return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
+    gathered: list[dict[str, float] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, values)
+    keys = sorted({k for d in gathered if d for k in d})
+    return {k: sum(d[k] for d in gathered if d and k in d) / sum(1 for d in gathered if d and k in d)
+            for k in keys}
 
 
 def any_across(flag: bool, info: DistInfo) -> bool:

@@ -195,17 +195,17 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         start = time.perf_counter()
-        timed: list[tuple[float, int]] = []  # (seconds, images) per step of this invocation
+        timed: list[tuple[float, int]] = []  # (seconds incl. data loading, images) per step
         done = self.step >= self.total_steps
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.info.is_main,
                    desc=self.stage, dynamic_ncols=True, mininterval=2.0)
         while not done:
             self.sampler.set_epoch(self.epoch)
             self.sampler.start = min(self.batch_in_epoch * self.run.batch_size, self.sampler.num_samples)
+            t0 = time.perf_counter()
             for batch in self.loader:
-                t0 = time.perf_counter()
                 logs = self._train_step(batch)
-                dt = time.perf_counter() - t0
+                dt, t0 = time.perf_counter() - t0, time.perf_counter()  # data loading included
                 self.step += 1
                 self.batch_in_epoch += 1
                 timed.append((dt, int(batch.get("n", 0))))
@@ -216,6 +216,7 @@ class Trainer:
                     self._evaluate()
                 if self.step % self.run.checkpoint_every == 0 and not stop:
                     self._checkpoint(finished=False)
+                t0 = time.perf_counter()  # evaluation and checkpoints are not training time
                 if stop or self.step >= self.total_steps:
                     done = True
                     break

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from crrg.decoder import ReportDecoder
-from crrg.model import CRRGModel
+from crrg.model import CRRGConfig, CRRGModel, get_config
 from crrg.tokenizer import build_token_ids
 from train import common
 from train.datasets import Prepared
@@ -85,24 +85,26 @@ def sentence_texts(prepared: Prepared, split: str, cfg: LMRunConfig) -> list[str
     return sorted(set(texts)) if cfg.dedupe else texts
 
 
-def with_vocabulary(model: CRRGModel, train_texts: list[str], min_count: int) -> CRRGModel:
-    """Rebuild the decoder with the compact vocabulary of ``train_texts`` (other parts kept)."""
+def vocabulary_config(config: CRRGConfig, train_texts: list[str], min_count: int) -> CRRGConfig:
+    """``config`` whose decoder keeps the GPT-2 ids used in ``train_texts`` (compact vocabulary)."""
     token_ids = build_token_ids(train_texts, min_count=min_count)
-    decoder_cfg = dataclasses.replace(model.config.decoder, token_ids=token_ids)
-    model.config = dataclasses.replace(model.config, decoder=decoder_cfg)
-    model.decoder = ReportDecoder(decoder_cfg)
     logger.info("decoder vocabulary: %d GPT-2 tokens kept (+ <unk>) from %d training sentences",
                 len(token_ids), len(train_texts))
+    return dataclasses.replace(config, decoder=dataclasses.replace(config.decoder, token_ids=token_ids))
+
+
+def with_vocabulary(model: CRRGModel, train_texts: list[str], min_count: int) -> CRRGModel:
+    """Rebuild ``model``'s decoder (fresh weights) with the compact vocabulary; other parts kept."""
+    model.config = vocabulary_config(model.config, train_texts, min_count)
+    model.decoder = ReportDecoder(model.config.decoder)
     return model
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common.build_parser(f"pretrain_{STAGE}", __doc__.split("\n\n")[0])
+    parser = common.build_parser(f"pretrain_{STAGE}", __doc__.split("\n\n")[0], f"{STAGE}_default.json")
     args = parser.parse_args(argv)
     if args.prepared is None:
         parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
-    if args.config is None:
-        args.config = common.CONFIG_DIR / f"{STAGE}_default.json"
     info = common.setup(args)
     try:
         state = common.resume_state(args, STAGE)
@@ -111,9 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         train_texts = sentence_texts(prepared, "train", cfg)
         if not train_texts:
             raise ValueError(f"no training sentences from sources {list(cfg.sources)} in {args.prepared}")
-        model = common.load_model(args, cfg.model_variant, state)
-        if state is None:
-            model = with_vocabulary(model, train_texts, cfg.min_token_count)
+        if state is None and args.init is None:  # fresh: the vocabulary goes into the config first
+            model = CRRGModel(vocabulary_config(get_config(cfg.model_variant), train_texts, cfg.min_token_count))
+        else:
+            model = common.load_model(args, cfg.model_variant, state)
+            if state is None:
+                model = with_vocabulary(model, train_texts, cfg.min_token_count)
+        model.train()
         val = SentenceDataset(sentence_texts(prepared, "val", cfg))
         logger.info("lm: %d training sentences, %d validation sentences", len(train_texts), len(val))
         trainer = Trainer(stage=STAGE, model=model, module=LMStage(model.decoder),

@@ -147,12 +147,10 @@ def labelled_sentences(prepared: Prepared) -> list[tuple[str, Tensor]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common.build_parser("train_clip", __doc__.split("\n\n")[0])
+    parser = common.build_parser("train_clip", __doc__.split("\n\n")[0], f"{STAGE}_default.json")
     args = parser.parse_args(argv)
     if args.prepared is None:
         parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
-    if args.config is None:
-        args.config = common.CONFIG_DIR / f"{STAGE}_default.json"
     info = common.setup(args)
     try:
         state = common.resume_state(args, STAGE)

@@ -81,8 +81,9 @@ def losses_mode(detector: nn.Module) -> Iterator[None]:
 
 def detector_targets(targets: list[dict[str, Tensor] | None], device: torch.device) -> list[dict[str, Tensor]]:
     """``None`` (no box left) -> an empty target whose regions are all unannotated."""
-    empty = {"boxes": torch.zeros(0, 4, device=device), "annotated": torch.zeros(NUM_REGIONS, dtype=torch.bool, device=device),
-             "labels": torch.zeros(0, dtype=torch.int64, device=device)}
+    empty = {"boxes": torch.zeros(0, 4, device=device),
+             "labels": torch.zeros(0, dtype=torch.int64, device=device),
+             "annotated": torch.zeros(NUM_REGIONS, dtype=torch.bool, device=device)}
     return [t if t is not None else empty for t in targets]
 
 
@@ -160,7 +161,8 @@ class RegionHeadsStage(nn.Module):
         if not self.cfg.train_detector:
             features = features.detach()
         out = classifier_losses(self.selection, self.abnormality, features, detected, batch, self.pos_weights)
-        loss = self.cfg.selection_loss_weight * out["loss_selection"] + self.cfg.abnormal_loss_weight * out["loss_abnormal"]
+        cfg = self.cfg
+        loss = cfg.selection_loss_weight * out["loss_selection"] + cfg.abnormal_loss_weight * out["loss_abnormal"]
         if det_losses:
             out.update(det_losses)
             loss = loss + self.cfg.detector_loss_weight * sum(det_losses.values())
@@ -220,20 +222,22 @@ def pos_weights(cfg: DetectorRunConfig, records: list[dict[str, Any]], fields: A
     return sel, abn
 
 
-def build(stage: int, args: Any, cfg: DetectorRunConfig, model: CRRGModel, prepared: Prepared
+def build(stage: int, cfg: DetectorRunConfig, model: CRRGModel, prepared: Prepared
           ) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
     size = model.config.image_size
     reader = ImageReader(prepared, size, cache=cfg.cache_images)
     val_reader = ImageReader(prepared, size, cache=False)
     if stage == 1:
-        train_set = ImageDataset(stage1_records(prepared, "train"), reader, cfg.augment, use_derived=cfg.use_derived)
+        train_set = ImageDataset(stage1_records(prepared, "train"), reader, cfg.augment,
+                                 use_derived=cfg.use_derived)
         val_set = ImageDataset(stage1_records(prepared, "val"), val_reader, None, use_derived=cfg.use_derived)
         return DetectorStage(model.detector), train_set, val_set
     fields = region_target_fields(prepared, cfg)
     records = stage2_records(prepared, cfg, "train")
     weights = pos_weights(cfg, records, fields)
     train_set = ImageDataset(records, reader, cfg.augment, fields, use_derived=cfg.use_derived)
-    val_set = ImageDataset(stage2_records(prepared, cfg, "val"), val_reader, None, fields, use_derived=cfg.use_derived)
+    val_set = ImageDataset(stage2_records(prepared, cfg, "val"), val_reader, None, fields,
+                           use_derived=cfg.use_derived)
     return RegionHeadsStage(model, cfg, weights), train_set, val_set
 
 
@@ -245,23 +249,23 @@ def init_backbone(model: CRRGModel) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common.build_parser("train_detector", __doc__.split("\n\n")[0])
+    parser = common.build_parser("train_detector", __doc__.split("\n\n")[0],
+                                "detector_default.json (--stage 1), region_heads_default.json (--stage 2)")
     parser.add_argument("--stage", type=int, choices=(1, 2), default=1, help="1: detector; 2: + region heads")
     args = parser.parse_args(argv)
     if args.prepared is None:
         parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
     name = STAGES[args.stage]
-    if args.config is None:
-        args.config = common.CONFIG_DIR / f"{name}_default.json"
     info = common.setup(args)
     try:
         state = common.resume_state(args, name)
         cfg = common.load_run_config(DetectorRunConfig, name, args, state["run_config"] if state else None)
         model = common.load_model(args, cfg.model_variant, state)
-        if state is None and args.init is None and cfg.pretrained_backbone and model.config.detector.backbone == "efficientnet_lite0":
+        fresh = state is None and args.init is None
+        if fresh and cfg.pretrained_backbone and model.config.detector.backbone == "efficientnet_lite0":
             init_backbone(model)
         prepared = Prepared(args.prepared, args.data)
-        module, train_set, val_set = build(args.stage, args, cfg, model, prepared)
+        module, train_set, val_set = build(args.stage, cfg, model, prepared)
         logger.info("%s: %d training images, %d validation images", name, len(train_set), len(val_set or []))
         trainer = Trainer(stage=name, model=model, module=module, dataset=train_set, collate=collate_images,
                           run=cfg, out=args.out, info=info, seed=args.seed, eval_dataset=val_set,

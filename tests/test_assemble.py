@@ -1,0 +1,28 @@
+"""train.assemble: CLIP from one model folder, everything else from another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from crrg.model import CRRGModel
+from pipeline_fixture import tiny_model
+from train.assemble import assemble
+
+
+def test_assemble_takes_clip_from_donor(tmp_path: Path) -> None:
+    tiny_model(seed=1).save_pretrained(tmp_path / "base")
+    tiny_model(seed=2).save_pretrained(tmp_path / "clip")
+    assemble(tmp_path / "base", tmp_path / "clip", tmp_path / "out", variant="assembled")
+    out = CRRGModel.from_pretrained(str(tmp_path / "out"))
+    base = CRRGModel.from_pretrained(str(tmp_path / "base"))
+    donor = CRRGModel.from_pretrained(str(tmp_path / "clip"))
+    assert out.config.variant == "assembled"
+    for key, value in out.state_dict().items():
+        source = donor if key.startswith("clip.") else base
+        assert torch.equal(value, source.state_dict()[key]), key
+    # The two sources really differ, so the check above could fail.
+    key = next(k for k, v in base.state_dict().items() if k.startswith("clip.") and v.is_floating_point()
+               and v.numel() > 1)
+    assert not torch.equal(base.state_dict()[key], donor.state_dict()[key])

@@ -1,0 +1,223 @@
+"""train.evaluate: hand-checked IoU / sampling helpers and an end-to-end run on a generated
+prepared folder (generated images, tiny model)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pipeline_fixture import chest_like_png, tiny_model
+
+from crrg import DISCLAIMER
+from crrg.labels import FINDINGS
+from crrg.pipeline import Pipeline
+from crrg.regions import LUNG_REGIONS, REGIONS
+from train import evaluate as ev
+from train.datasets import Prepared
+
+
+# ------------------------------------------------------------------------------ helpers
+def test_box_iou_pairs_hand_made() -> None:
+    pred = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 2, 2], [0, 0, 4, 2]], dtype=torch.float32)
+    gt = torch.tensor([[5, 5, 15, 15], [0, 0, 10, 10], [5, 5, 6, 6], [2, 0, 6, 2]], dtype=torch.float32)
+    iou = ev.box_iou_pairs(pred, gt)
+    # 25 / (100 + 100 - 25); identical; disjoint; 4 / (8 + 8 - 4)
+    assert torch.allclose(iou, torch.tensor([25 / 175, 1.0, 0.0, 4 / 12]))
+    assert ev.box_iou_pairs(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0,)
+    with pytest.raises(ValueError, match=r"\[N, 4\]"):
+        ev.box_iou_pairs(pred, gt[:2])
+
+
+def _outputs(boxes: dict[str, list[float]], detected: set[str], width: int = 100, height: int = 80) -> ev.Outputs:
+    all_boxes = np.zeros((len(REGIONS), 4))
+    for name, box in boxes.items():
+        all_boxes[REGIONS.index(name)] = box
+    det = np.array([r in detected for r in REGIONS])
+    zeros = np.zeros(len(REGIONS))
+    return ev.Outputs(width=width, height=height, boxes=all_boxes, detected=det, selection=zeros,
+                      abnormal=zeros, zero_shot={})
+
+
+def test_region_ious_scales_stored_boxes_and_counts_misses_as_zero() -> None:
+    # the stored image was twice the loaded size: ground truth is halved before the IoU
+    record = {"width": 200, "height": 160, "annotated": ["right lung", "left lung", "trachea"],
+              "derived": ["trachea"], "boxes": {"right lung": [0, 0, 40, 40], "left lung": [100, 0, 140, 40],
+                                                "trachea": [80, 0, 100, 40]}}
+    out = _outputs({"right lung": [0, 0, 20, 20], "left lung": [60, 0, 70, 20], "trachea": [40, 0, 50, 20]},
+                   detected={"right lung", "trachea"})
+    rows = {name: (derived, det, iou) for name, derived, det, iou in ev.region_ious(record, out)}
+    assert rows["right lung"] == (False, True, pytest.approx(1.0))
+    assert rows["left lung"] == (False, False, 0.0)  # not detected: 0 whatever its box
+    assert rows["trachea"] == (True, True, pytest.approx(1.0))
+    summary = ev.summarise_iou([("right lung", True, 0.8), ("right lung", False, 0.0), ("left lung", True, 0.4)])
+    assert summary["n"] == 3 and summary["detection_rate"] == pytest.approx(2 / 3)
+    assert summary["mean_iou"] == pytest.approx(0.4) and summary["mean_iou_detected"] == pytest.approx(0.6)
+    assert summary["iou_50"] == pytest.approx(1 / 3)
+    assert summary["per_region"]["right lung"]["mean_iou"] == pytest.approx(0.4)
+    assert summary["mean_iou_over_regions"] == pytest.approx(0.4)
+
+
+def test_stratified_sample_and_zero_shot_targets() -> None:
+    records = [{"source": s, "i": i} for s, n in (("a", 10), ("b", 2), ("c", 1)) for i in range(n)]
+    sample = ev.stratified_sample(records, 6, seed=1)
+    assert [sum(r["source"] == s for r in sample) for s in "abc"] == [3, 2, 1]
+    assert sample == ev.stratified_sample(records, 6, seed=1)
+    assert len(ev.stratified_sample(records, 100, seed=0)) == 13
+    assert ev.zero_shot_target({"pneumonia": 1, "no finding": 0}, "pneumonia") == 1
+    assert ev.zero_shot_target({"pneumonia": 0, "no finding": 1}, "pneumonia") == 0
+    assert ev.zero_shot_target({"covid-19": 1}, "pneumonia") is None
+
+
+# ------------------------------------------------------------------------------ generated data
+def _labels(positive: list[str]) -> dict[str, int]:
+    if not positive:
+        return {f: int(f == "no finding") for f in FINDINGS}
+    return {"no finding": 0, **{p: 1 for p in positive}}
+
+
+def _status(positive: list[str]) -> dict[str, str]:
+    if not positive:
+        return dict.fromkeys(REGIONS, "normal")
+    lung = any(p in ("pneumonia", "covid-19") for p in positive)
+    return {r: "abnormal" if lung and r in LUNG_REGIONS else "unknown" for r in REGIONS}
+
+
+MASK_BACKED = ("right lung", "left lung", "right clavicle", "left clavicle", "cardiac silhouette")
+
+
+def _all_boxes(size: tuple[int, int], seed: int) -> dict[str, list[float]]:
+    """A large xyxy box for each of the 29 regions (stored-image pixels): any detection overlaps."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    corners = rng.uniform(0.0, 0.1, size=(len(REGIONS), 2)) * (w, h)  # [29, 2]
+    sides = rng.uniform(0.8, 0.9, size=(len(REGIONS), 2)) * (w, h)  # [29, 2]
+    return {r: [*map(float, c), *map(float, c + d)] for r, c, d in zip(REGIONS, corners, sides)}
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared folder in train.prepare's format over generated images (no real data)."""
+    root = tmp_path_factory.mktemp("evaldata")
+    data, prep = root / "data", root / "prepared"
+    prep.mkdir()
+    images, regions = [], []
+    specs = [  # source, split, positives, size
+        ("kermany_pneumonia", "test", ["pneumonia"], (224, 224)),
+        ("kermany_pneumonia", "test", ["pneumonia"], (224, 224)),
+        ("kermany_pneumonia", "test", [], (224, 224)),
+        ("kermany_pneumonia", "train", [], (224, 224)),
+        ("covid_radiography", "test", ["covid-19"], (224, 224)),
+        ("covid_radiography", "test", [], (224, 224)),
+        ("jsrt_scr", "test", ["nodule", "lung lesion"], (256, 256)),
+        ("jsrt_scr", "test", [], (256, 256)),
+        ("iu_xray", "test", [], (240, 200)),
+    ]
+    for k, (source, split, positive, size) in enumerate(specs):
+        ref = f"{source}/img{k}.png"
+        (data / source).mkdir(parents=True, exist_ok=True)
+        chest_like_png(data / ref, size=size, seed=k)
+        line = {"image": ref, "source": source, "width": size[0], "height": size[1], "split": split,
+                "labels": _labels(positive), "abnormal": bool(positive), "region_status": _status(positive),
+                "patient": str(k), "licence": "generated"}
+        if source == "iu_xray":
+            line.update(text="The heart is normal in size. The lungs are clear.", text_kind="report")
+        images.append(line)
+        if source == "jsrt_scr":
+            regions.append({"image": ref, "source": source, "width": size[0], "height": size[1],
+                            "split": split, "boxes": _all_boxes(size, k), "annotated": list(REGIONS),
+                            "derived": [r for r in REGIONS if r not in MASK_BACKED],
+                            "labels": line["labels"], "patient": str(k)})
+    chest_like_png(data / "covid_lung_boxes.png", size=(300, 240), seed=99)  # boxes, no labels line
+    regions.append({"image": "covid_lung_boxes.png", "source": "covid_lung_boxes", "width": 300,
+                    "height": 240, "split": "test", "boxes": {"right lung": [30, 20, 140, 220],
+                                                              "left lung": [160, 20, 270, 220]},
+                    "annotated": ["right lung", "left lung"], "derived": [], "labels": {}, "patient": "x"})
+    images.append({**images[0], "image": "kermany_pneumonia/missing.png", "patient": "gone"})
+    sentences = [{"report": f"r{i}", "source": "iu_xray", "split": "train", "image": None, "index": 0,
+                  "text": "The lungs are clear.", "regions": ["right lung", "left lung"], "abnormal": False,
+                  "findings": ["no finding"]} for i in range(3)]
+    for name, lines in (("images", images), ("regions", regions), ("sentences", sentences)):
+        (prep / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (prep / "meta.json").write_text(json.dumps({"data_root": str(data)}))
+    return prep
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tinymodel")
+    tiny_model(seed=0).save_pretrained(folder)
+    return folder
+
+
+def _auc_ok(metrics: dict) -> bool:
+    return (metrics["auc"] is None and "note" in metrics) or 0.0 <= metrics["auc"] <= 1.0
+
+
+def test_evaluate_end_to_end(prepared_dir: Path, weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    ev.main(["--weights", str(weights), "--prepared", str(prepared_dir), "--out", str(out),
+             "--report-limit", "5", "--examples", "2", "--batch-size", "3", "--nlg-metrics", "bleu", "rouge"])
+    m = json.loads((out / "metrics.json").read_text())  # strict JSON: NaN written as null
+    assert m["disclaimer"] == DISCLAIMER and m["variant"] == "tiny" and m["split"] == "test"
+    counts = m["counts"]
+    assert counts["test_images"]["kermany_pneumonia"] == 4  # 3 readable test + 1 missing; train left out
+    assert counts["unreadable"] == ["kermany_pneumonia/missing.png"] and counts["evaluated"] == 9
+    assert counts["zero_shot"] == {"pneumonia_vs_normal": 3, "covid-19_vs_normal": 2, "nodule_vs_none": 2}
+    assert counts["reports"] == 5 and len(counts["reports_by_source"]) >= 4  # stratified
+    det = m["detector"]
+    assert det["n_images"] == 3 and det["mask_backed"]["n"] == 2 * 5 + 2 and det["derived"]["n"] == 2 * 24
+    for part in (det["mask_backed"], det["derived"]):
+        for stats in [part, *part["per_region"].values()]:
+            assert 0.0 <= stats["mean_iou"] <= 1.0 and 0.0 <= stats["detection_rate"] <= 1.0
+    assert set(det["mask_backed"]["per_region"]) == set(MASK_BACKED)
+    assert len(det["derived"]["per_region"]) == 24
+    assert det["mask_backed"]["detection_rate"] + det["derived"]["detection_rate"] > 0  # IoU path exercised
+    detected = [s for p in (det["mask_backed"], det["derived"]) for s in p["per_region"].values() if s["detection_rate"]]
+    assert detected and all(0.0 < s["mean_iou_detected"] <= 1.0 for s in detected)
+    for name in ("abnormality", "selection"):
+        section = m[name]
+        assert _auc_ok(section["pooled"]) and _auc_ok(section["pooled_detected"])
+        assert all(_auc_ok(v) for v in section["per_region"].values())
+    assert m["abnormality"]["pooled"]["n"] > 0 and set(m["selection"]["common_regions"]) == {"right lung", "left lung"}
+    for task, zs in m["zero_shot"].items():
+        assert _auc_ok(zs) and 0.0 <= zs["accuracy"] <= 1.0
+        assert (out / zs["roc_png"]).is_file() and zs["roc_png"] == f"roc_{task}.png"
+    rep = m["reports"]
+    assert rep["n_reports"] == 5 and 0.0 <= rep["micro_f1"] <= 1.0 and rep["by_source"]
+    assert m["nlg"]["n"] == 1 and 0.0 <= m["nlg"]["bleu_1"] <= 1.0 and "rouge_l" in m["nlg"]
+    assert len(m["examples"]) == 2 and all((out / "examples" / p).stat().st_size > 10_000 for p in m["examples"])
+    assert m["seconds_per_image"] > 0 and m["timings_s"]["total"] > 0
+
+
+def test_nlg_skipped_with_a_note_and_limit(prepared_dir: Path, weights: Path, tmp_path: Path) -> None:
+    prepared = Prepared(prepared_dir)
+    records = ev.test_records(prepared, limit=1, seed=0)
+    assert all(r["split"] == "test" for r in records)
+    assert sorted(r["source"] for r in records) == sorted(
+        ["kermany_pneumonia", "covid_radiography", "jsrt_scr", "iu_xray", "covid_lung_boxes"])
+    assert ev.nlg_metrics([], {}, ["bleu"])["skipped"] is True
+
+
+def test_batched_inference_matches_the_pipeline(prepared_dir: Path) -> None:
+    model = tiny_model(seed=0)
+    pipe = Pipeline(model, device="cpu")
+    prepared = Prepared(prepared_dir)
+    records = [r for r in ev.test_records(prepared, None, 0) if r["source"] == "jsrt_scr"]
+    keys = {r["image"] for r in records}
+    outputs, failed = ev.run_inference(model, records, prepared, ["pneumonia"], keys, batch_size=2)
+    ev.generate_reports(model, outputs, keys, decode_batch=5)
+    assert not failed
+    for record in records:
+        result = pipe(prepared.path(record["image"]), prompts=["pneumonia"])
+        out = outputs[record["image"]]
+        assert out.detected.any()
+        assert [r.box is not None for r in result.regions] == out.detected.tolist()
+        for region, box in zip(result.regions, out.boxes):
+            if region.box is not None:
+                assert np.allclose(region.box, box, atol=1e-2)
+        assert out.report == result.report
+        assert math.isclose(out.zero_shot["pneumonia"], result.labels["pneumonia"], abs_tol=1e-5)
