@@ -154,7 +154,8 @@ def test_loading_rejects_mismatched_weights(tmp_path: Path) -> None:
 def test_config_variants_and_unknown_keys() -> None:
     assert {"default", "tiny"} <= set(config_variants())
     config = get_config("default")
-    assert config.detector.image_size == config.image_size == 512
+    assert config.detector.image_size == config.image_size == 384
+    assert get_config("rgrg").detector.backbone == "resnet50"
     with pytest.raises(ValueError, match="valid variants"):
         get_config("huge")
     data = to_dict(get_config("tiny"))

@@ -10,7 +10,8 @@ Without ``--prepared`` the data under ``--data`` is prepared into ``OUT/prepared
   geometry) of each region's box with its ground truth, per region and pooled, on mask-backed
   boxes (``annotated`` minus ``derived``); ``mean_iou`` counts an undetected region as 0,
   ``mean_iou_detected`` leaves it out, ``detection_rate`` is the share detected, ``iou_50`` the
-  share with IoU >= 0.5. ``derived``: the same on rule-derived boxes (informative only).
+  share with IoU >= 0.5. ``derived``: the same on rule-derived boxes (informative only);
+  ``detection_rate_annotated``: share of all annotated (image, region) pairs detected.
 - ``abnormality`` / ``selection``: AUC and accuracy of the region classifiers against the targets
   of :func:`train.targets.region_targets` (abnormality: region statuses implied by the image
   labels; selection: abnormal OR one of the regions commonly described in train reports, or the
@@ -20,9 +21,16 @@ Without ``--prepared`` the data under ``--data`` is prepared into ``OUT/prepared
 - ``zero_shot``: CLIP "{label}" vs "no {label}" probability with the model's prompt patterns:
   pneumonia vs normal (Kermany), COVID-19 vs normal (COVID radiography), nodule vs none (JSRT).
 - ``reports``: clinical efficacy (:func:`crrg.metrics.compute_clinical`) of findings extracted
-  from generated reports against the image labels, on a sample stratified across sources.
+  from generated reports against the image labels, on a sample stratified across sources (labels a
+  source does not give count as absent); ``abnormal_vs_normal``: report states a pathology vs
+  the image's abnormal flag.
 - ``nlg``: BLEU-1..4, METEOR, ROUGE-L, CIDEr of generated vs real reports where test images come
   with their report (IU X-ray with ``--iu-images``, MIMIC-CXR); skipped with a note otherwise.
+- ``counts``, ``timings_s``, ``seconds_per_image`` (detector + heads + CLIP, loading included),
+  ``seconds_per_report`` (decoding), ``weights``, ``variant``, ``options``, ``disclaimer``.
+
+``--limit N`` keeps a seeded random N test images per source (quick runs); AUCs that are
+undefined (one class) are written as null with a ``note``.
 
 Inference is batched (detector, heads and CLIP per batch of images; the decoder over batches of
 selected regions across images) and replicates :class:`crrg.pipeline.Pipeline` exactly.
@@ -36,6 +44,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,10 +58,12 @@ from tqdm import tqdm
 
 from crrg import DISCLAIMER
 from crrg.images import ImageError, load_image, preprocess_batch
-from crrg.metrics import binary_metrics, compute_classification, compute_clinical, compute_nlg, roc_curve_png
+from crrg.labels import FINDINGS
+from crrg.metrics import (binary_metrics, compute_classification, compute_clinical, compute_nlg,
+                          label_matrix, roc_curve_png)
 from crrg.metrics.nlg import SCORERS
 from crrg.model import CRRGModel
-from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
+from crrg.regions import REGION_INDEX, REGIONS
 from crrg.report import assemble_report
 from train.datasets import Prepared, merge_records
 from train.targets import common_regions, paired_sentences, region_targets
@@ -76,7 +87,7 @@ class EvalOptions:
     report_limit: int = 300  # labelled test images that get a generated report (stratified)
     examples: int = 4  # overlay PNGs written to OUT/examples
     batch_size: int = 8  # images per detector / CLIP batch
-    decode_batch: int = 64  # regions per decoder.generate call
+    decode_batch: int = 128  # regions per decoder.generate call
     seed: int = 0
     nlg_metrics: tuple[str, ...] = SCORERS
     common_threshold: float = 0.3  # as train.train_detector / train.train_decoder
@@ -109,7 +120,8 @@ def test_records(prepared: Prepared, limit: int | None, seed: int) -> list[dict[
     for i, record in enumerate(records):
         by_source[record["source"]].append(i)
     rng = random.Random(seed)
-    keep = {i for idx in by_source.values() for i in (rng.sample(idx, limit) if len(idx) > limit else idx)}
+    keep = {i for idx in by_source.values()
+            for i in (rng.sample(idx, limit) if len(idx) > limit else idx)}
     return [r for i, r in enumerate(records) if i in keep]
 
 
@@ -238,7 +250,8 @@ def summarise_iou(rows: list[tuple[str, bool, float]]) -> dict[str, Any]:
 
     if not rows:
         return {"n": 0, "note": "no test boxes of this kind"}
-    per_region = {r: stats([x for x in rows if x[0] == r]) for r in REGIONS if any(x[0] == r for x in rows)}
+    present = {x[0] for x in rows}
+    per_region = {r: stats([x for x in rows if x[0] == r]) for r in REGIONS if r in present}
     macro = float(np.mean([s["mean_iou"] for s in per_region.values()]))
     return {**stats(rows), "mean_iou_over_regions": macro, "per_region": per_region}
 
@@ -249,6 +262,7 @@ def detector_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outpu
     return {
         "n_images": len(boxed),
         "images_by_source": _count(r["source"] for r in boxed),
+        "detection_rate_annotated": float(np.mean([d for _, _, d, _ in rows])) if rows else math.nan,
         "mask_backed": summarise_iou([(n, d, v) for n, derived, d, v in rows if not derived]),
         "derived": summarise_iou([(n, d, v) for n, derived, d, v in rows if derived]),
     }
@@ -278,7 +292,8 @@ def classifier_section(y: np.ndarray, score: np.ndarray, detected: np.ndarray, s
 
 
 def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs], model: CRRGModel,
-                       common: dict[str, float], paired: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+                       common: dict[str, float], paired: dict[str, list[dict[str, Any]]]
+                       ) -> dict[str, Any]:
     """``{"abnormality": ..., "selection": ...}`` over the test images with labels."""
     rows = [r for r in records if r["image"] in outputs and (r.get("labels") or r.get("region_status"))]
     if not rows:
@@ -288,9 +303,12 @@ def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Out
     detected = np.stack([o.detected for o in outs])  # [N, 29]
     sources = [r["source"] for r in rows]
     sections = {}
-    for name, key, attr, thr in (("abnormality", "abnormal", "abnormal", model.config.abnormal_threshold),
-                                 ("selection", "select", "selection", model.config.selection_threshold)):
-        y = np.stack([np.where(t[f"{key}_mask"].numpy(), t[key].numpy(), np.nan) for t in targets])  # [N, 29]
+    for name, key, attr, thr in (
+        ("abnormality", "abnormal", "abnormal", model.config.abnormal_threshold),
+        ("selection", "select", "selection", model.config.selection_threshold),
+    ):
+        y = np.stack([np.where(t[f"{key}_mask"].numpy(), t[key].numpy(), np.nan)
+                      for t in targets])  # [N, 29], NaN = unknown
         score = np.stack([getattr(o, attr) for o in outs])  # [N, 29]
         sections[name] = classifier_section(y, score, detected, sources, thr)
     image_y = [{True: 1.0, False: 0.0}.get(r.get("abnormal"), math.nan) for r in rows]
@@ -323,6 +341,8 @@ def zero_shot_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outp
 
 # ------------------------------------------------------------------------------ reports
 def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]) -> dict[str, Any]:
+    """CE of the generated reports against the image labels, overall and per source, plus
+    ``abnormal_vs_normal``: does the report state any pathology, against the image's flag."""
     if not sample:
         return {"note": "no labelled test images"}
     reports = [outputs[r["image"]].report or "" for r in sample]
@@ -333,12 +353,27 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
         idx = [i for i, r in enumerate(sample) if r["source"] == source]
         scores = compute_clinical([reports[i] for i in idx], [labels[i] for i in idx])
         by_source[source] = {k: scores[k] for k in CE_KEYS}
+    pathology = [i for i, f in enumerate(FINDINGS) if f not in ("no finding", "support devices")]
+    said = label_matrix(reports)[:, pathology].any(axis=1)  # [N] the report states a pathology
+    known = [i for i, r in enumerate(sample) if r.get("abnormal") in (True, False)]
     result.update(
         by_source=by_source, empty_reports=sum(not t for t in reports),
         mean_sentences=float(np.mean([len(outputs[r["image"]].sentences) for r in sample])),
+        abnormal_vs_normal=abnormal_scores([bool(sample[i]["abnormal"]) for i in known], said[known]),
         references="image labels (label dicts; labels a source does not give count as absent)",
     )
     return result
+
+
+def abnormal_scores(truth: Sequence[bool], said: Sequence[bool]) -> dict[str, Any]:
+    """Precision / recall / F1 / accuracy of "the report states a pathology" vs the image flag."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    if not len(truth):
+        return {"n": 0, "note": "no test image with a known abnormal flag in the sample"}
+    p, r, f, _ = precision_recall_fscore_support(truth, said, average="binary", zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f),
+            "accuracy": float(accuracy_score(truth, said)), "n": len(truth), "n_abnormal": int(sum(truth))}
 
 
 def nlg_metrics(paired: Sequence[dict[str, Any]], outputs: dict[str, Outputs], metrics: Sequence[str]
@@ -379,12 +414,15 @@ def plot_example(path: Path, record: dict[str, Any], out: Outputs, prepared: Pre
         f"{record['source']}: {Path(record['image']).name}", f"labels: {labels or '-'}",
         f"zero-shot CLIP: {zero_shot}", "",
         "Generated report (boxes: orange = sentence written, cyan = detected):",
-        out.report or "(no region selected)", "", DISCLAIMER])
+        textwrap.shorten(out.report or "(no region selected)", 1600, placeholder=" [...]"), "",
+        DISCLAIMER])
     text_ax.set_axis_off()
-    text_ax.text(0, 1, body, va="top", ha="left", fontsize=9, family="monospace", wrap=True)
-    fig.tight_layout()
+    text_ax.text(0, 1, body, va="top", ha="left", fontsize=9, family="monospace")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    with warnings.catch_warnings():  # glyphs the font lacks (e.g. from an untrained decoder)
+        warnings.filterwarnings("ignore", message="Glyph .* missing", category=UserWarning)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
     return path
 
 
@@ -433,14 +471,14 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
 
     model = load_model(weights, device)
     lap("load")
-    labels = list(dict.fromkeys([*model.config.prompts, *(t[0] for t in ZERO_SHOT_TASKS.values())]))
+    labels = list(dict.fromkeys(t[0] for t in ZERO_SHOT_TASKS.values()))  # softmax is per label
     records = test_records(prepared, opts.limit, opts.seed)
     paired_text = [r for r in records if r.get("text_kind") == "report" and r.get("text")]
     sample = stratified_sample([r for r in records if r.get("labels")], opts.report_limit, opts.seed)
-    keep = {r["image"] for r in [*sample, *paired_text]}
+    keep = list(dict.fromkeys(r["image"] for r in [*sample, *paired_text]))  # ordered: same batches
     logger.info("%d test images %s; %d get a report, %d paired with text", len(records),
                 _count(r["source"] for r in records), len(sample), len(paired_text))
-    outputs, failed = run_inference(model, records, prepared, labels, keep, opts.batch_size)
+    outputs, failed = run_inference(model, records, prepared, labels, set(keep), opts.batch_size)
     lap("inference")
     generate_reports(model, outputs, keep, opts.decode_batch)
     lap("reports")
@@ -453,10 +491,14 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
         "image_size": model.config.image_size, "parameters": model.num_parameters(),
         "prepared": str(prepared.folder), "data_root": str(prepared.data_root), "split": "test",
         "options": vars(opts), "detector": detector_metrics(records, outputs),
-        **classifier_metrics(records, outputs, model, common, paired_sentences(prepared.sentences(None))),
-        "zero_shot": zero_shot_metrics(records, outputs, out), "reports": report_metrics(sample, outputs),
-        "zero_shot_prompts": {"positive": model.config.clip.positive, "negative": model.config.clip.negative,
-                              "templates": model.config.clip.templates},
+        **classifier_metrics(records, outputs, model, common,
+                             paired_sentences(prepared.sentences(None))),
+        "zero_shot": zero_shot_metrics(records, outputs, out),
+        "zero_shot_prompts": {"positive": model.config.clip.positive,
+                              "negative": model.config.clip.negative,
+                              "templates": model.config.clip.templates,
+                              "tasks_in_default_prompts": set(labels) <= set(model.config.prompts)},
+        "reports": report_metrics(sample, outputs),
     }
     lap("metrics")
     metrics["nlg"] = nlg_metrics(paired_text, outputs, opts.nlg_metrics)
@@ -475,7 +517,7 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
     times["total"] = clock[-1] - clock[0]
     metrics["timings_s"] = {k: round(v, 2) for k, v in times.items()}
     metrics["seconds_per_image"] = round(times["inference"] / max(len(outputs), 1), 4)
-    metrics["seconds_per_report"] = round(times["reports"] / max(len(keep & set(outputs)), 1), 4)
+    metrics["seconds_per_report"] = round(times["reports"] / max(len(set(keep) & set(outputs)), 1), 4)
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
     return metrics
 
@@ -486,10 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", required=True, help="model folder or hub repo id (crrg.load)")
     p.add_argument("--data", type=Path, default=None,
-                   help=f"shared data folder (default: CRRG_DATA or {default_data_dir()}); with --prepared "
-                        "it overrides the data root recorded in meta.json")
+                   help=f"shared data folder (default: CRRG_DATA or {default_data_dir()}); with "
+                        "--prepared it overrides the data root recorded in meta.json")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--prepared", type=Path, default=None, help="a train.prepare folder (else OUT/prepared)")
+    p.add_argument("--prepared", type=Path, default=None,
+                   help="a train.prepare folder (default: prepare --data into OUT/prepared)")
     p.add_argument("--limit", type=int, default=None, help="at most N test images per source")
     p.add_argument("--report-limit", type=int, default=300, help="labelled test images given a report")
     p.add_argument("--examples", type=int, default=4, help="example overlays written to OUT/examples")
@@ -499,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nlg-metrics", nargs="+", choices=SCORERS, default=list(SCORERS))
     p.add_argument("--iu-images", type=Path, default=None, help="IU X-ray images (for preparation)")
-    p.add_argument("--mimic", type=Path, default=None, help="MIMIC-CXR-JPG/ImaGenome root (for preparation)")
+    p.add_argument("--mimic", type=Path, default=None,
+                   help="MIMIC-CXR-JPG/ImaGenome root (for preparation)")
     return p
 
 
@@ -521,7 +565,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prepare(data, folder, iu_images=args.iu_images, mimic=args.mimic)
     prepared = Prepared(folder, data_root=args.data)
     options = EvalOptions(limit=args.limit, report_limit=args.report_limit, examples=args.examples,
-                          batch_size=args.batch_size, seed=args.seed, nlg_metrics=tuple(args.nlg_metrics))
+                          batch_size=args.batch_size, seed=args.seed,
+                          nlg_metrics=tuple(args.nlg_metrics))
     metrics = evaluate(args.weights, prepared, args.out, options, device=args.device)
     logger.info("wrote %s in %.1f s (%.3f s per image)", args.out / "metrics.json",
                 metrics["timings_s"]["total"], metrics["seconds_per_image"])
