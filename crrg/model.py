@@ -108,6 +108,11 @@ class CRRGModel(
         self.decoder = ReportDecoder(cfg.decoder)
         self.clip = CXRClip(cfg.clip)
 
+    def select_regions(self, selection_prob: torch.Tensor, detected: torch.Tensor) -> torch.Tensor:
+        """[..., 29] bool: regions that get a sentence (selected and detected; one rule for the
+        pipeline and the evaluation)."""
+        return (selection_prob > self.config.selection_threshold) & detected.bool()
+
     def num_parameters(self) -> dict[str, int]:
         parts = {"detector": self.detector, "selection": self.selection,
                  "abnormality": self.abnormality, "decoder": self.decoder, "clip": self.clip}

@@ -135,14 +135,13 @@ class Pipeline:
     def _choose(self, found: _Regions, regions: Sequence[str] | None) -> torch.Tensor:
         """[29] bool: regions that get a sentence (never an undetected one)."""
         if regions is None:
-            chosen = found.selection > self.config.selection_threshold
-        else:
-            chosen = torch.zeros(NUM_REGIONS, dtype=torch.bool, device=found.detected.device)
-            for name in regions:
-                chosen[region_index(name)] = True
-            missing = [REGIONS[i] for i in (chosen & ~found.detected).nonzero().flatten().tolist()]
-            if missing:
-                logger.info("requested regions not detected, no sentence: %s", ", ".join(missing))
+            return self.model.select_regions(found.selection, found.detected)
+        chosen = torch.zeros(NUM_REGIONS, dtype=torch.bool, device=found.detected.device)
+        for name in regions:
+            chosen[region_index(name)] = True
+        missing = [REGIONS[i] for i in (chosen & ~found.detected).nonzero().flatten().tolist()]
+        if missing:
+            logger.info("requested regions not detected, no sentence: %s", ", ".join(missing))
         return chosen & found.detected
 
     def _generate(self, features: torch.Tensor, beams: int) -> list[str]:

@@ -199,7 +199,8 @@ def generate_reports(model: CRRGModel, outputs: dict[str, Outputs], keys: Iterab
     queue: list[tuple[str, int]] = []
     for key in keys:
         out = outputs[key]
-        chosen = (out.selection > model.config.selection_threshold) & out.detected  # [29]
+        chosen = model.select_regions(torch.as_tensor(out.selection),
+                                      torch.as_tensor(out.detected)).numpy()  # [29]
         queue.extend((key, int(i)) for i in np.flatnonzero(chosen))
     sentences: list[str] = []
     for start in tqdm(range(0, len(queue), decode_batch), desc="generate", unit="batch"):
