@@ -8,7 +8,8 @@ and outputs) is in pixels of the input tensor.
 Inference follows RGRG (Tanida et al. 2023): every proposal votes for its argmax region class
 (background excluded after the softmax); a region is ``detected`` when it wins at least one
 proposal (and its score reaches ``detect_score_thresh``); its box is the class-specific regressed
-box of its best winning proposal, clipped to the image. Region features are the box-head output
+box of its best winning proposal, clipped to the image (``box_vote_iou`` > 0: the score-weighted
+mean of the region's boxes that overlap that best box, see ``_vote_boxes``). Region features are the box-head output
 (``feature_dim``) RoI-aligned on that final box, so ``box_features`` on a user-drawn box gives the
 same kind of feature. Undetected regions get zero box, score and feature.
 
@@ -74,8 +75,11 @@ class DetectorConfig:
     box_batch_size_per_image: int = 128
     box_positive_fraction: float = 0.25
     detect_score_thresh: float = 0.05
+    box_vote_iou: float = 0.0  # > 0: box voting (see _vote_boxes); 0: RGRG's single best box
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.box_vote_iou < 1.0:
+            raise ValueError(f"box_vote_iou must be in [0, 1), got {self.box_vote_iou}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; valid options: {BACKBONES}")
         levels = len(self.feature_strides) + (1 if self.fpn_channels > 0 else 0)
@@ -155,7 +159,7 @@ class PartialRoIHeads(RoIHeads):
 
 
 def _top_box_per_region(
-    scores: Tensor, boxes: Tensor, thresh: float
+    scores: Tensor, boxes: Tensor, thresh: float, vote_iou: float = 0.0
 ) -> tuple[Tensor, Tensor, Tensor]:
     """RGRG selection for one image: scores [P, 29], boxes [P, 29, 4] -> [29, 4], [29], [29]."""
     num_regions = scores.shape[1]
@@ -166,8 +170,27 @@ def _top_box_per_region(
     top, idx = torch.where(won, scores, -1.0).max(dim=0)  # [29], [29]
     detected = won.any(dim=0) & (top >= thresh)  # [29]
     top_boxes = boxes[idx, torch.arange(num_regions, device=boxes.device)]  # [29, 4]
+    if vote_iou > 0:
+        top_boxes = _vote_boxes(scores, boxes, top_boxes, vote_iou)
     top_boxes = torch.where(detected[:, None], top_boxes, torch.zeros_like(top_boxes))  # [29, 4]
     return top_boxes, torch.where(detected, top, torch.zeros_like(top)), detected
+
+
+def _vote_boxes(scores: Tensor, boxes: Tensor, top_boxes: Tensor, vote_iou: float) -> Tensor:
+    """Box voting (Gidaris & Komodakis 2015; the averaging step of weighted box fusion): each
+    region's box becomes the score-weighted mean of its class-specific boxes, over every proposal
+    whose box for that region overlaps the best one by IoU >= ``vote_iou``.
+    scores [P, 29], boxes [P, 29, 4], top_boxes [29, 4] -> [29, 4]."""
+    lt = torch.maximum(boxes[..., :2], top_boxes[None, :, :2])  # [P, 29, 2]
+    rb = torch.minimum(boxes[..., 2:], top_boxes[None, :, 2:])  # [P, 29, 2]
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)  # [P, 29]
+    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(dim=-1)  # [P, 29]
+    top_area = (top_boxes[:, 2:] - top_boxes[:, :2]).clamp(min=0).prod(dim=-1)  # [29]
+    iou = inter / (area + top_area[None] - inter).clamp(min=1e-6)  # [P, 29]
+    weight = torch.where(iou >= vote_iou, scores, torch.zeros_like(scores))  # [P, 29]
+    total = weight.sum(dim=0)  # [29]
+    voted = (weight[..., None] * boxes).sum(dim=0) / total.clamp(min=1e-12)[:, None]  # [29, 4]
+    return torch.where(total[:, None] > 0, voted, top_boxes)
 
 
 class RegionDetector(nn.Module):
@@ -303,7 +326,7 @@ class RegionDetector(nn.Module):
         scores = F.softmax(logits, dim=-1)[:, 1:]  # [P, 29] background dropped after softmax
         counts = [p.shape[0] for p in proposals]
         per_image = [
-            _top_box_per_region(s, b[:, 1:], self.config.detect_score_thresh)
+            _top_box_per_region(s, b[:, 1:], self.config.detect_score_thresh, self.config.box_vote_iou)
             for s, b in zip(scores.split(counts), boxes.split(counts))
         ]
         top_boxes, top_scores, detected = (torch.stack(x) for x in zip(*per_image))

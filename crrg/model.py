@@ -4,6 +4,8 @@ detector (Faster R-CNN, 29 regions) -> region features [B, 29, D]
   -> selection / abnormality classifiers (MLP heads) -> which regions get a sentence
   -> decoder (GPT-2 with pseudo self-attention on the region feature) -> one sentence per region
 clip (open_clip) -> zero-shot label probabilities and prompt -> region scores.
+With ``clip_fusion`` (the default variant) the region features also carry the CLIP image
+embedding (:mod:`crrg.fusion`); :meth:`CRRGModel.region_features` is the one place that applies it.
 
 Saved as a hub-style folder: config.json (the CRRGConfig) + model.safetensors (fp16 by default)
 + README.md model card. Loading never unpickles anything.
@@ -27,6 +29,7 @@ from crrg.clip import ClipConfig, CXRClip
 from crrg.config import from_dict, load_json, to_dict
 from crrg.decoder import DecoderConfig, ReportDecoder
 from crrg.detector import DetectorConfig, RegionDetector
+from crrg.fusion import ClipFusion, fuse
 from crrg.labels import DEFAULT_PROMPTS
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class CRRGConfig:
     num_beams: int = 1
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     variant: str = "custom"
+    clip_fusion: bool = False  # add the CLIP image embedding to every region feature (crrg.fusion)
 
     def __post_init__(self) -> None:
         if self.detector.image_size != self.image_size:
@@ -107,6 +111,14 @@ class CRRGModel(
         self.abnormality = RegionClassifier(cfg.abnormality)
         self.decoder = ReportDecoder(cfg.decoder)
         self.clip = CXRClip(cfg.clip)
+        self.fusion = ClipFusion(cfg.clip.embed_dim, cfg.detector.feature_dim) if cfg.clip_fusion else None
+
+    def region_features(self, images: torch.Tensor | None, features: torch.Tensor,
+                        embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """The features [B, N, D] the heads and the decoder read for detector features [B, N, D]
+        of ``images`` [B, 1, S, S]: unchanged, or with ``clip_fusion`` plus the fused CLIP image
+        embedding (pass ``embedding`` [B, E] when it is already computed)."""
+        return fuse(self.fusion, self.clip, images, features, embedding)
 
     def select_regions(self, selection_prob: torch.Tensor, detected: torch.Tensor) -> torch.Tensor:
         """[..., 29] bool: regions that get a sentence (selected and detected; one rule for the
@@ -116,6 +128,8 @@ class CRRGModel(
     def num_parameters(self) -> dict[str, int]:
         parts = {"detector": self.detector, "selection": self.selection,
                  "abnormality": self.abnormality, "decoder": self.decoder, "clip": self.clip}
+        if self.fusion is not None:
+            parts["fusion"] = self.fusion
         return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]

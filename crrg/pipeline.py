@@ -39,6 +39,7 @@ class _Regions:
     selection: torch.Tensor  # [29] probability
     abnormal: torch.Tensor  # [29] probability
     feature_maps: Any
+    embedding: torch.Tensor | None = None  # [1, E] CLIP image embedding (clip_fusion models)
 
 
 class _Timer:
@@ -123,13 +124,15 @@ class Pipeline:
 
     def _detect(self, batch: torch.Tensor) -> _Regions:
         out = self.model.detector(batch)
-        features = out.features[0]  # [29, D]
-        selection = torch.sigmoid(self.model.selection(out.features))[0]  # [29]
-        abnormal = torch.sigmoid(self.model.abnormality(out.features))[0]  # [29]
+        embedding = self.model.clip.encode_image(batch) if self.model.fusion is not None else None
+        fused = self.model.region_features(batch, out.features, embedding)  # [1, 29, D]
+        selection = torch.sigmoid(self.model.selection(fused))[0]  # [29]
+        abnormal = torch.sigmoid(self.model.abnormality(fused))[0]  # [29]
         detected = out.detected[0]
         return _Regions(
-            boxes=out.boxes[0], scores=out.scores[0], detected=detected, features=features,
+            boxes=out.boxes[0], scores=out.scores[0], detected=detected, features=fused[0],
             selection=selection * detected, abnormal=abnormal * detected, feature_maps=out.feature_maps,
+            embedding=embedding,
         )
 
     def _choose(self, found: _Regions, regions: Sequence[str] | None) -> torch.Tensor:
@@ -153,6 +156,7 @@ class Pipeline:
         original = torch.tensor([list(map(float, box))])
         scaled = torch.as_tensor(geometry.to_tensor(original), dtype=torch.float32).to(self.device)
         feature = self.model.detector.box_features(found.feature_maps, [scaled])  # [1, D]
+        feature = self.model.region_features(None, feature.unsqueeze(0), found.embedding)[0]  # [1, D]
         sentence = self.model.decoder.generate(feature, num_beams=beams)[0]
         abnormal = torch.sigmoid(self.model.abnormality.score_any(feature))[0]
         return BoxSentence(box=tuple(float(v) for v in original[0].tolist()), sentence=sentence,

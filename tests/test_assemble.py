@@ -26,3 +26,15 @@ def test_assemble_takes_clip_from_donor(tmp_path: Path) -> None:
     key = next(k for k, v in base.state_dict().items() if k.startswith("clip.") and v.is_floating_point()
                and v.numel() > 1)
     assert not torch.equal(base.state_dict()[key], donor.state_dict()[key])
+
+
+def test_assemble_sets_inference_settings_only(tmp_path: Path) -> None:
+    import pytest
+
+    tiny_model(seed=1).save_pretrained(tmp_path / "base")
+    model = assemble(tmp_path / "base", None, tmp_path / "out", settings={"detector__box_vote_iou": 0.5})
+    assert model.detector.config.box_vote_iou == 0.5
+    loaded = CRRGModel.from_pretrained(str(tmp_path / "out"))
+    assert loaded.config.detector.box_vote_iou == 0.5 and loaded.detector.config.box_vote_iou == 0.5
+    with pytest.raises(ValueError, match="shapes"):
+        assemble(tmp_path / "base", None, tmp_path / "bad", settings={"decoder__n_layer": 3})

@@ -67,6 +67,10 @@ def page(server: DemoServer):
 def _click_image(page, selector: str, x: float, y: float) -> None:
     """Click natural-pixel (x, y) of an <img> shown with object-fit contain."""
     image = page.locator(selector)
+    # the image may have just been replaced (e.g. the first-corner marker): wait until it has loaded
+    page.wait_for_function("s => { const el = document.querySelector(s); "
+                           "return el && el.complete && el.naturalWidth > 0 && el.getBoundingClientRect().width > 0; }",
+                           arg=selector)
     natural = image.evaluate("el => [el.naturalWidth, el.naturalHeight]")
     box = image.bounding_box()
     scale = min(box["width"] / natural[0], box["height"] / natural[1])

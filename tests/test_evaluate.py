@@ -43,6 +43,33 @@ def _outputs(boxes: dict[str, list[float]], detected: set[str], width: int = 100
                       abnormal=zeros, zero_shot={})
 
 
+def test_report_metrics_headline_and_strict_protocols() -> None:
+    normal = dict.fromkeys(FINDINGS, 0) | {"no finding": 1}
+    sample = [
+        {"image": "a", "source": "kermany_pneumonia", "abnormal": True,
+         "labels": {"pneumonia": 1, "covid-19": 0, "no finding": 0}},
+        {"image": "b", "source": "covid_radiography", "abnormal": True, "labels": {"covid-19": 1, "no finding": 0}},
+        {"image": "c", "source": "covid_radiography", "abnormal": False, "labels": normal},
+    ]
+    texts = {"a": "Right lower lobe airspace disease consistent with pneumonia.",
+             "b": "Right lower lobe airspace disease consistent with pneumonia.", "c": "The lungs are clear."}
+    outputs = {}
+    for key, text in texts.items():
+        outputs[key] = _outputs({}, set())
+        outputs[key].report, outputs[key].sentences = text, {"right lung": text}
+    m = ev.report_metrics(sample, outputs)
+    # headline (CheXpert space, COVID-19 -> pneumonia, unassessed skipped): every scored pair right;
+    # "lung opacity" of a and b is not assessed by their labels
+    assert m["micro_precision"] == 1.0 and m["micro_recall"] == 1.0 and m["n_scored"] == 2 + 2 + 14
+    assert m["per_label"]["lung opacity"]["assessed"] == 1 and m["per_label"]["pneumonia"]["support"] == 2
+    # strict: opacity of a and b and pneumonia of b (no pneumonia label) are false positives, COVID-19 of b
+    # is missed -> TP 2 (a pneumonia, c no finding), FP 3, FN 1
+    strict = m["all_findings"]
+    assert strict["micro_precision"] == pytest.approx(2 / 5) and strict["micro_recall"] == pytest.approx(2 / 3)
+    assert m["abnormal_vs_normal"]["accuracy"] == 1.0 and set(m["by_source"]) == {"kermany_pneumonia",
+                                                                                   "covid_radiography"}
+
+
 def test_region_ious_scales_stored_boxes_and_counts_misses_as_zero() -> None:
     # the stored image was twice the loaded size: ground truth is halved before the IoU
     boxes = {"right lung": [0, 0, 40, 40], "left lung": [100, 0, 140, 40], "trachea": [80, 0, 100, 40]}

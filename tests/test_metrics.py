@@ -13,12 +13,14 @@ from PIL import Image
 from crrg.labels import FINDINGS
 from crrg.metrics import (
     binary_metrics,
+    chexpert_reference,
     clinical_scores,
     compute_classification,
     compute_clinical,
     compute_nlg,
     compute_nlg_detailed,
     label_matrix,
+    masked_clinical_scores,
     roc_curve_png,
 )
 
@@ -163,6 +165,46 @@ def test_label_matrix_values_and_errors() -> None:
         clinical_scores(np.zeros((2, 3)), np.zeros((2, 2)), LABELS)
     with pytest.raises(ValueError, match="2 generated but 1 references"):
         compute_clinical(["a", "b"], ["a"], extractor=_keyword_extractor)
+
+
+def test_masked_scores_equal_sklearn_when_everything_is_assessed() -> None:
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.random((40, 3)) < 0.4, rng.random((40, 3)) < 0.4
+    full = clinical_scores(y_true, y_pred, LABELS)
+    masked = masked_clinical_scores(y_true, y_pred, np.ones_like(y_true), LABELS)
+    for key in ("micro", "macro", "example"):
+        for metric in ("precision", "recall", "f1"):
+            assert masked[f"{key}_{metric}"] == pytest.approx(full[f"{key}_{metric}"]), (key, metric)
+    assert masked["n_scored"] == 120
+
+
+def test_unassessed_labels_are_skipped() -> None:
+    # r1: pneumonia image (pneumonia 1, no finding 0; edema never assessed), report says edema +
+    #     pneumonia -> edema not scored; TP pneumonia.  r2: normal image (all assessed 0), report
+    #     says pneumonia -> FP.  r3: pneumonia image, report says nothing -> FN pneumonia.
+    labels = ("no finding", "edema", "pneumonia")
+    generated = [["edema", "pneumonia"], ["pneumonia"], ["no finding"]]
+    references = [{"pneumonia": 1, "no finding": 0}, {"no finding": 1, "edema": 0, "pneumonia": 0},
+                  {"pneumonia": 1, "no finding": 0, "edema": None}]
+    ce = compute_clinical(generated, references, labels=labels, unassessed="skip")
+    # micro over assessed pairs: TP 1 (r1 pneumonia), FP 2 (r2 pneumonia, r3 no finding), FN 2
+    # (r2 no finding, r3 pneumonia) -> P 1/3, R 1/3, F1 1/3
+    assert ce["micro_precision"] == pytest.approx(1 / 3) and ce["micro_recall"] == pytest.approx(1 / 3)
+    assert ce["n_scored"] == 7 and ce["per_label"]["edema"]["assessed"] == 1
+    assert ce["per_label"]["edema"]["predicted"] == 0  # r1's edema is not scored
+    strict = compute_clinical(generated, references, labels=labels)  # the usual protocol
+    assert strict["per_label"]["edema"]["predicted"] == 1 and strict["micro_precision"] == pytest.approx(1 / 4)
+    with pytest.raises(ValueError, match="label dicts"):
+        compute_clinical(["a"], ["pneumonia"], labels=labels, unassessed="skip", extractor=_keyword_extractor)
+    with pytest.raises(ValueError, match="unassessed"):
+        compute_clinical(["a"], [{}], unassessed="maybe", extractor=_keyword_extractor)
+
+
+def test_chexpert_reference_maps_extra_labels() -> None:
+    assert chexpert_reference({"covid-19": 1, "no finding": 0}) == {"no finding": 0, "pneumonia": 1}
+    assert chexpert_reference({"covid-19": 0, "pneumonia": 1}) == {"pneumonia": 1}
+    assert chexpert_reference({"nodule": 1, "lung lesion": 1}) == {"lung lesion": 1}
+    assert chexpert_reference({"Nodule": 1.0}) == {"lung lesion": 1}
 
 
 # -------------------------------------------------------------------------------- classification

@@ -21,9 +21,11 @@ from train.targets import (
     SentenceMatcher,
     common_regions,
     label_vector,
+    note_sentences,
     paired_region_sentences,
     prompt_texts,
     region_targets,
+    standalone,
 )
 
 
@@ -131,18 +133,72 @@ def test_selection_and_abnormality_targets() -> None:
 
 def test_sentence_matcher_follows_status_and_findings() -> None:
     matcher = SentenceMatcher(SENTENCES)
+    loose = SentenceMatcher(SENTENCES, require_primary=False)
     pneumonia = {"labels": {"pneumonia": 1, "no finding": 0},
                  "region_status": dict.fromkeys(REGIONS, "unknown") | dict.fromkeys(LUNG_REGIONS, "abnormal")}
-    assert matcher.candidates("right lung", "abnormal", pneumonia["labels"]) == ["Right lung opacity."]
+    # an opacity sentence is compatible with pneumonia but does not name it
+    assert loose.candidates("right lung", "abnormal", pneumonia["labels"]) == ["Right lung opacity."]
+    assert matcher.candidates("right lung", "abnormal", pneumonia["labels"]) == []
     normal = {"labels": {"no finding": 1}, "region_status": dict.fromkeys(REGIONS, "normal")}
     assert matcher.candidates("cardiac silhouette", "normal", normal["labels"]) == []  # no pacemaker label
     with_device = {"no finding": 1, "support devices": 1}
     assert matcher.candidates("cardiac silhouette", "normal", with_device) == ["Pacemaker in place."]
-    drawn = matcher.sample(pneumonia, random.Random(0))
+    drawn = loose.sample(pneumonia, random.Random(0))
     assert drawn[REGIONS.index("right lung")] == "Right lung opacity."
     assert drawn[REGIONS.index("cardiac silhouette")] is None  # unknown status -> skipped
-    assert drawn[REGIONS.index("left lung")] is None  # abnormal but no agreeing sentence
+    assert drawn[REGIONS.index("left lung")] == "Right lung opacity."  # borrowed from the other side
     assert matcher.has_any(normal) and not matcher.has_any({"labels": {}, "region_status": {}})
+    assert not matcher.has_any(pneumonia)
+
+
+def test_sentence_matcher_names_the_image_finding() -> None:
+    lines = SENTENCES + [
+        {"text": "Right lower lobe pneumonia.", "regions": ["right lower lung zone"], "abnormal": True,
+         "findings": ["lung opacity", "pneumonia"]},
+        {"text": "Opacities typical of COVID-19.", "regions": ["left lung"], "abnormal": True,
+         "findings": ["lung opacity", "pneumonia", "covid-19"]},
+    ]
+    matcher = SentenceMatcher(lines)
+    bacterial = {"pneumonia": 1, "covid-19": 0, "no finding": 0}
+    covid = {"covid-19": 1, "no finding": 0}  # pneumonia not given: COVID-19 is named by "pneumonia"
+    assert matcher.candidates("right lower lung zone", "abnormal", bacterial) == ["Right lower lobe pneumonia."]
+    # same side first, then either side; a COVID-19 sentence never for a non-COVID pneumonia
+    assert matcher.candidates("right lung", "abnormal", bacterial) == ["Right lower lobe pneumonia."]
+    assert matcher.candidates("left lung", "abnormal", bacterial) == ["Right lower lobe pneumonia."]
+    assert matcher.candidates("left lung", "abnormal", covid) == ["Opacities typical of COVID-19."]
+    assert matcher.candidates("right lung", "abnormal", covid) == ["Right lower lobe pneumonia."]
+    assert matcher.candidates("cardiac silhouette", "abnormal", covid) == []  # not a lung region
+    nodule = {"nodule": 1, "lung lesion": 1, "no finding": 0}
+    assert matcher.candidates("right lung", "abnormal", nodule) == ["Nodule in the right lung."]
+
+
+def test_open_targets_leave_out_masked_and_comparison_sentences() -> None:
+    assert standalone("The lungs are clear.") and standalone("There is a right lower lobe pneumonia.")
+    for text in ("The heart and pulmonary XXXX are normal.", "Stable cardiomegaly.",
+                 "No new focal consolidation.", "Opacity has improved since the prior study.",
+                 "Airspace disease consistent with pneumonia given the history."):
+        assert not standalone(text), text
+    lines = SENTENCES + [
+        {"text": "The XXXX are clear.", "regions": ["left lung"], "abnormal": False, "findings": ["no finding"]},
+        {"text": "Left lung unchanged.", "regions": ["left lung"], "abnormal": False, "findings": ["no finding"]},
+    ]
+    normal = {"no finding": 1}
+    assert SentenceMatcher(lines).candidates("left lung", "normal", normal) == ["The lungs are clear."]
+    everything = SentenceMatcher(lines, standalone_only=False).candidates("left lung", "normal", normal)
+    assert everything == ["The lungs are clear.", "The XXXX are clear.", "Left lung unchanged."]
+
+
+def test_note_sentences_keep_radiograph_descriptions() -> None:
+    notes = ("A 61 year old woman presented with fever. Chest radiograph shows bilateral patchy opacities. "
+             "Ground-glass opacities were seen on CT. Lymphocyte count was low. The heart is normal in size.")
+    records = [{"image": "a.jpg", "patient": "p1", "split": "train", "text": notes, "text_kind": "clinical_notes"},
+               {"image": "b.jpg", "patient": "p1", "split": "train", "text": notes, "text_kind": "clinical_notes"},
+               {"image": "c.jpg", "split": "train", "text": "Chest radiograph shows opacities.", "text_kind": "report"}]
+    lines = note_sentences(records)
+    assert [line["text"] for line in lines] == ["Chest radiograph shows bilateral patchy opacities."]
+    line = lines[0]
+    assert line["abnormal"] and "lung opacity" in line["findings"] and {"right lung", "left lung"} <= set(line["regions"])
+    assert line["source"] == "clinical_notes" and line["image"] is None and line["split"] == "train"
 
 
 def test_paired_sentences_join_per_region() -> None:

@@ -20,6 +20,7 @@ import torch
 from crrg.model import CRRGModel
 from crrg.regions import REGIONS
 from train import pretrain_lm, train_clip, train_decoder, train_detector
+from train.assemble import assemble
 from train.datasets import Prepared, merge_records
 from train.train_decoder import DecoderRunConfig, SentenceFields
 
@@ -152,6 +153,26 @@ def test_stage3_paired_data(work: dict[str, Path], stage2: Path, lm: Path) -> No
     assert falls(series(history, "loss_lm"), 3), series(history, "loss_lm")
     assert all("loss_selection" in row for row in history if "loss" in row)
     loads(out / "model")
+
+
+def test_clip_fusion_trains_in_stage2_and_feeds_stage3(work: dict[str, Path], stage1: Path, lm: Path) -> None:
+    init = work["root"] / "fusion_init"
+    assemble(stage1 / "model", None, init, clip_fusion=True)
+    out = work["root"] / "stage2_fusion"
+    history = run(train_detector.main, "region_heads_tiny.json", work["prepared"], out, "--stage", "2",
+                  "--init", str(init), "--max-steps", "6", "--set", "train_detector=false")
+    assert len(series(history, "loss_abnormal")) == 6
+    before, after = loads(init), loads(out / "model")
+    assert float(before.fusion.net[-1].weight.detach().abs().sum()) == 0.0
+    assert float(after.fusion.net[-1].weight.detach().abs().sum()) > 0.0  # the fusion trained
+    for key, value in before.clip.state_dict().items():  # CLIP never trains through the fusion
+        assert torch.equal(value, after.clip.state_dict()[key]), key
+    out3 = work["root"] / "stage3_fusion"
+    history = run(train_decoder.main, "decoder_tiny.json", work["prepared"], out3, "--init", str(out / "model"),
+                  "--decoder-from", str(lm / "model"), "--max-steps", "3")
+    assert len(series(history, "loss_lm")) == 3
+    final = loads(out3 / "model")
+    assert final.config.clip_fusion and torch.equal(final.fusion.net[-1].weight, after.fusion.net[-1].weight)
 
 
 def test_clip(work: dict[str, Path]) -> None:

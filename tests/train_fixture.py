@@ -46,6 +46,8 @@ SENTENCES: list[tuple[str, list[str], bool, list[str]]] = [
     ("Degenerative changes of the spine.", ["spine"], True, []),
     ("The spine is intact.", ["spine"], False, ["no finding"]),
     ("Pacemaker in place.", ["cardiac silhouette"], False, ["no finding", "support devices"]),
+    ("Right lung airspace disease consistent with pneumonia.", ["right lung"], True,
+     ["lung opacity", "pneumonia"]),
 ]
 
 

@@ -5,26 +5,50 @@
 Stages can train in parallel (e.g. CLIP beside the detector); this copies the CLIP weights and
 config into the base model and writes a hub-style folder (config.json + fp16 model.safetensors +
 README.md). An existing OUT/README.md (a hand-written model card) is kept.
+
+``--clip-fusion on`` turns on :mod:`crrg.fusion` with a fresh (zero, so inactive) fusion MLP,
+to start stage 2 from a detector + a trained CLIP; ``off`` removes it. A trained fusion is tied
+to its CLIP, so replacing the CLIP of such a model is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from crrg.model import CRRGModel
+from crrg.fusion import ClipFusion
+from crrg.model import CRRGModel, replace
 
 logger = logging.getLogger(__name__)
 
 
-def assemble(base: Path, clip: Path | None, out: Path, variant: str | None = None) -> CRRGModel:
+def assemble(base: Path, clip: Path | None, out: Path, variant: str | None = None,
+             clip_fusion: bool | None = None, settings: dict[str, Any] | None = None) -> CRRGModel:
+    """``settings``: inference-time config changes, ``{"detector__box_vote_iou": 0.5}``
+    (:func:`crrg.model.replace`); fields that change weight shapes are refused."""
     model = CRRGModel.from_pretrained(str(base))
+    if settings:
+        config = replace(model.config, **settings)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in CRRGModel(config).state_dict().items()} != shapes:
+            raise ValueError(f"settings {settings} change the weights' shapes; retrain instead")
+        model.config = config
+        for part in ("detector", "decoder", "selection", "abnormality", "clip"):
+            getattr(model, part).config = getattr(config, part)
     if clip is not None:
+        if model.fusion is not None:
+            raise ValueError(f"{base} fuses its own CLIP into the region features (clip_fusion); "
+                             "replacing that CLIP would invalidate the trained heads and decoder")
         donor = CRRGModel.from_pretrained(str(clip))
         model.config = dataclasses.replace(model.config, clip=donor.config.clip)
         model.clip = donor.clip
+    if clip_fusion is not None and clip_fusion != (model.fusion is not None):
+        model.config = dataclasses.replace(model.config, clip_fusion=clip_fusion)
+        model.fusion = ClipFusion(model.config.clip.embed_dim, model.config.detector.feature_dim) if clip_fusion else None
     if variant:
         model.config = dataclasses.replace(model.config, variant=variant)
     model.save_pretrained(out)
@@ -40,9 +64,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip", type=Path, default=None, help="model folder whose CLIP replaces the base's")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variant", default=None, help="name recorded in config.json")
+    parser.add_argument("--clip-fusion", choices=("on", "off"), default=None,
+                        help="turn the CLIP -> region-feature fusion on (fresh) or off")
+    parser.add_argument("--set", action="append", default=[], metavar="PART.FIELD=JSON",
+                        help="inference setting, e.g. detector.box_vote_iou=0.5 (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    assemble(args.base, args.clip, args.out, args.variant)
+    fusion = None if args.clip_fusion is None else args.clip_fusion == "on"
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set needs KEY=VALUE, got {item!r}")
+        settings[key.replace(".", "__")] = json.loads(value)
+    assemble(args.base, args.clip, args.out, args.variant, fusion, settings)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from crrg.config import from_dict, load_json, to_dict
 from crrg.model import CRRGConfig, CRRGModel, get_config
 from train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from train.distributed import DistInfo, init_distributed
+from train.engine import StopRules, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,29 @@ def load_model(args: argparse.Namespace, variant: str, state: dict[str, Any] | N
         return load_saved(args.init)
     logger.info("fresh model of variant %r", variant)
     return CRRGModel(get_config(variant)).train()
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse a stage script's options; ``--prepared`` is required."""
+    args = parser.parse_args(argv)
+    if args.prepared is None:
+        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    return args
+
+
+def resume_or_configure(args: argparse.Namespace, stage: str, cls: type[C]) -> tuple[dict[str, Any] | None, C]:
+    """The checkpoint state (None unless ``--resume``) and the run config: a resumed run keeps
+    the settings it started with (plus ``--set``), see :func:`load_run_config`."""
+    state = resume_state(args, stage)
+    return state, load_run_config(cls, stage, args, state["run_config"] if state else None)
+
+
+def fit(args: argparse.Namespace, info: DistInfo, state: dict[str, Any] | None, **trainer: Any) -> None:
+    """Train with the options every script shares (``--out --seed --max-steps --max-minutes``,
+    the resumed ``state``); ``trainer``: the stage's own :class:`train.engine.Trainer` arguments
+    (stage, model, module, dataset, collate, run, eval_dataset, ...)."""
+    Trainer(out=args.out, info=info, seed=args.seed, stop=StopRules(args.max_steps, args.max_minutes),
+            resume_state=state, **trainer).fit()
 
 
 def freeze(module: torch.nn.Module, frozen: bool = True) -> None:

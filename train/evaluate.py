@@ -1,4 +1,5 @@
-"""Evaluate a crrg model on held-out data: the ``test`` split of a ``train.prepare`` folder only.
+"""Evaluate a crrg model on held-out data: the ``test`` split of a ``train.prepare`` folder only
+(``--split val`` evaluates the validation split instead, for choosing settings).
 
     python -m train.evaluate --weights SRC --data DIR --out OUT [--prepared PREP] [--limit N]
         [--report-limit 300] [--threads N] [--iu-images DIR] [--mimic DIR]
@@ -21,9 +22,12 @@ Without ``--prepared`` the data under ``--data`` is prepared into ``OUT/prepared
 - ``zero_shot``: CLIP "{label}" vs "no {label}" probability with the model's prompt patterns:
   pneumonia vs normal (Kermany), COVID-19 vs normal (COVID radiography), nodule vs none (JSRT).
 - ``reports``: clinical efficacy (:func:`crrg.metrics.compute_clinical`) of findings extracted
-  from generated reports against the image labels, on a sample stratified across sources (labels a
-  source does not give count as absent); ``abnormal_vs_normal``: report states a pathology vs
-  the image's abnormal flag.
+  from generated reports against the image labels, on a sample stratified across sources. The
+  headline is the paper's label space (CheXpert's 14 observations; COVID-19 scored as pneumonia,
+  nodule as lung lesion), scoring only the labels the image's source assesses (a Kermany
+  pneumonia label says nothing about consolidation); ``all_findings`` keeps COVID-19 and nodule
+  as labels of their own and counts unassessed labels as absent. ``abnormal_vs_normal``: report
+  states a pathology vs the image's abnormal flag.
 - ``nlg``: BLEU-1..4, METEOR, ROUGE-L, CIDEr of generated vs real reports where test images come
   with their report (IU X-ray with ``--iu-images``, MIMIC-CXR); skipped with a note otherwise.
 - ``counts``, ``timings_s``, ``seconds_per_image`` (detector + heads + CLIP, loading included),
@@ -58,9 +62,9 @@ from tqdm import tqdm
 
 from crrg import DISCLAIMER
 from crrg.images import ImageError, load_image, preprocess_batch
-from crrg.labels import FINDINGS
-from crrg.metrics import (binary_metrics, compute_classification, compute_clinical, compute_nlg,
-                          label_matrix, roc_curve_png)
+from crrg.labels import CHEXPERT, FINDINGS
+from crrg.metrics import (binary_metrics, chexpert_reference, compute_classification, compute_clinical,
+                          compute_nlg, label_matrix, roc_curve_png)
 from crrg.metrics.nlg import SCORERS
 from crrg.model import CRRGModel
 from crrg.regions import REGION_INDEX, REGIONS
@@ -91,6 +95,7 @@ class EvalOptions:
     seed: int = 0
     nlg_metrics: tuple[str, ...] = SCORERS
     common_threshold: float = 0.3  # as train.train_detector / train.train_decoder
+    split: str = "test"  # "val" to choose settings without looking at the test split
 
 
 @dataclass
@@ -110,10 +115,11 @@ class Outputs:
 
 
 # ------------------------------------------------------------------------------ data
-def test_records(prepared: Prepared, limit: int | None, seed: int) -> list[dict[str, Any]]:
-    """Test-split images (regions.jsonl and images.jsonl joined), at most ``limit`` per source."""
-    records = [r for r in merge_records(prepared.regions("test"), prepared.images("test"))
-               if r.get("split") == "test"]
+def test_records(prepared: Prepared, limit: int | None, seed: int, split: str = "test"
+                 ) -> list[dict[str, Any]]:
+    """Images of ``split`` (regions.jsonl and images.jsonl joined), at most ``limit`` per source."""
+    records = [r for r in merge_records(prepared.regions(split), prepared.images(split))
+               if r.get("split") == split]
     if limit is None:
         return records
     by_source: dict[str, list[int]] = defaultdict(list)
@@ -174,8 +180,9 @@ def run_inference(model: CRRGModel, records: Sequence[dict[str, Any]], prepared:
         batch = batch.to(device).contiguous(memory_format=torch.channels_last)  # [B, 1, S, S]
         det = model.detector(batch)
         detected = det.detected  # [B, 29]
-        selection = torch.sigmoid(model.selection(det.features)) * detected  # [B, 29]
-        abnormal = torch.sigmoid(model.abnormality(det.features)) * detected  # [B, 29]
+        features = model.region_features(batch, det.features)  # [B, 29, D]
+        selection = torch.sigmoid(model.selection(features)) * detected  # [B, 29]
+        abnormal = torch.sigmoid(model.abnormality(features)) * detected  # [B, 29]
         probs = model.clip.zero_shot(batch, list(labels)).cpu()  # [B, L]
         for b, ((key, image), geometry) in enumerate(zip(loaded, geometries)):
             outputs[key] = Outputs(
@@ -183,7 +190,7 @@ def run_inference(model: CRRGModel, records: Sequence[dict[str, Any]], prepared:
                 boxes=np.asarray(geometry.to_original(det.boxes[b].cpu())),
                 detected=detected[b].cpu().numpy(), selection=selection[b].cpu().numpy(),
                 abnormal=abnormal[b].cpu().numpy(), zero_shot=dict(zip(labels, probs[b].tolist())),
-                features=det.features[b].cpu() if key in keep_features else None,
+                features=features[b].cpu() if key in keep_features else None,
             )
     bar.close()
     return outputs, failed
@@ -342,18 +349,32 @@ def zero_shot_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outp
 
 # ------------------------------------------------------------------------------ reports
 def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]) -> dict[str, Any]:
-    """CE of the generated reports against the image labels, overall and per source, plus
-    ``abnormal_vs_normal``: does the report state any pathology, against the image's flag."""
+    """CE of the generated reports against the image labels, overall and per source.
+
+    Headline (top-level keys, ``by_source``): the paper's label space, CheXpert's 14
+    observations, image labels mapped into it (:func:`crrg.metrics.chexpert_reference`:
+    COVID-19 -> pneumonia, nodule -> lung lesion), each (report, label) pair scored only where the
+    image label assesses it (``unassessed="skip"``). ``all_findings``: every finding of
+    crrg.labels.FINDINGS (COVID-19 and nodule as their own labels), labels a source does not give
+    counted as absent (the stricter protocol). ``abnormal_vs_normal``: does the report state any
+    pathology, against the image's flag."""
     if not sample:
         return {"note": "no labelled test images"}
     reports = [outputs[r["image"]].report or "" for r in sample]
     labels = [r["labels"] for r in sample]
-    result = compute_clinical(reports, labels)
+    mapped = [chexpert_reference(r["labels"]) for r in sample]
+
+    def headline(idx: Sequence[int]) -> dict[str, Any]:
+        return compute_clinical([reports[i] for i in idx], [mapped[i] for i in idx], labels=CHEXPERT,
+                                unassessed="skip")
+
+    result = headline(range(len(sample)))
     by_source = {}
     for source in sorted({r["source"] for r in sample}):
         idx = [i for i, r in enumerate(sample) if r["source"] == source]
-        scores = compute_clinical([reports[i] for i in idx], [labels[i] for i in idx])
+        scores = headline(idx)
         by_source[source] = {k: scores[k] for k in CE_KEYS}
+    strict = compute_clinical(reports, labels)
     pathology = [i for i, f in enumerate(FINDINGS) if f not in ("no finding", "support devices")]
     said = label_matrix(reports)[:, pathology].any(axis=1)  # [N] the report states a pathology
     known = [i for i, r in enumerate(sample) if r.get("abnormal") in (True, False)]
@@ -361,7 +382,10 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
         by_source=by_source, empty_reports=sum(not t for t in reports),
         mean_sentences=float(np.mean([len(outputs[r["image"]].sentences) for r in sample])),
         abnormal_vs_normal=abnormal_scores([bool(sample[i]["abnormal"]) for i in known], said[known]),
-        references="image labels (label dicts; labels a source does not give count as absent)",
+        all_findings={**{k: strict[k] for k in CE_KEYS}, "per_label": strict["per_label"]},
+        references=("headline: image labels in CheXpert's 14 observations (COVID-19 -> pneumonia, "
+                    "nodule -> lung lesion), labels an image's source does not assess not scored; "
+                    "all_findings: every finding, labels a source does not give counted as absent"),
     )
     return result
 
@@ -461,7 +485,8 @@ def load_model(weights: str, device: str | None = None) -> CRRGModel:
 
 def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions | None = None,
              device: str | None = None) -> dict[str, Any]:
-    """Run every evaluation on the test split of ``prepared``; writes and returns metrics.json."""
+    """Run every evaluation on the held-out split (``options.split``, default test) of
+    ``prepared``; writes and returns metrics.json."""
     opts = options or EvalOptions()
     clock = [time.perf_counter()]
     times: dict[str, float] = {}
@@ -473,7 +498,9 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
     model = load_model(weights, device)
     lap("load")
     labels = list(dict.fromkeys(t[0] for t in ZERO_SHOT_TASKS.values()))  # softmax is per label
-    records = test_records(prepared, opts.limit, opts.seed)
+    if opts.split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val' (never train), got {opts.split!r}")
+    records = test_records(prepared, opts.limit, opts.seed, opts.split)
     paired_text = [r for r in records if r.get("text_kind") == "report" and r.get("text")]
     sample = stratified_sample([r for r in records if r.get("labels")], opts.report_limit, opts.seed)
     keep = list(dict.fromkeys(r["image"] for r in [*sample, *paired_text]))  # ordered: same batches
@@ -490,7 +517,7 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
     metrics: dict[str, Any] = {
         "disclaimer": DISCLAIMER, "weights": str(weights), "variant": model.config.variant,
         "image_size": model.config.image_size, "parameters": model.num_parameters(),
-        "prepared": str(prepared.folder), "data_root": str(prepared.data_root), "split": "test",
+        "prepared": str(prepared.folder), "data_root": str(prepared.data_root), "split": opts.split,
         "options": vars(opts), "detector": detector_metrics(records, outputs),
         **classifier_metrics(records, outputs, model, common,
                              paired_sentences(prepared.sentences(None))),
@@ -535,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", type=Path, default=None,
                    help="a train.prepare folder (default: prepare --data into OUT/prepared)")
     p.add_argument("--limit", type=int, default=None, help="at most N test images per source")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="held-out split to evaluate (val: for choosing settings; report test)")
     p.add_argument("--report-limit", type=int, default=300, help="labelled test images given a report")
     p.add_argument("--examples", type=int, default=4, help="example overlays written to OUT/examples")
     p.add_argument("--batch-size", type=int, default=8, help="images per detector / CLIP batch")
@@ -567,7 +596,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prepared = Prepared(folder, data_root=args.data)
     options = EvalOptions(limit=args.limit, report_limit=args.report_limit, examples=args.examples,
                           batch_size=args.batch_size, seed=args.seed,
-                          nlg_metrics=tuple(args.nlg_metrics))
+                          nlg_metrics=tuple(args.nlg_metrics), split=args.split)
     metrics = evaluate(args.weights, prepared, args.out, options, device=args.device)
     logger.info("wrote %s in %.1f s (%.3f s per image)", args.out / "metrics.json",
                 metrics["timings_s"]["total"], metrics["seconds_per_image"])

@@ -27,7 +27,8 @@ from crrg.model import CRRGConfig, CRRGModel, get_config
 from crrg.tokenizer import build_token_ids
 from train import common
 from train.datasets import Prepared
-from train.engine import RunConfig, StopRules, Trainer
+from train.engine import RunConfig
+from train.targets import sentence_pool
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ STAGE = "lm"
 class LMRunConfig(RunConfig):
     """``min_token_count``: a GPT-2 token joins the vocabulary when it occurs this often in the
     training sentences (rarer ones map to ``<unk>``); ``dedupe``: train on each distinct sentence
-    once per epoch instead of at its corpus frequency; ``sources``: sentence sources used."""
+    once per epoch instead of at its corpus frequency; ``sources``: sentence sources used
+    (:func:`train.targets.sentence_pool`: report sentences and clinical-note imaging sentences)."""
 
     batch_size: int = 64
     epochs: int = 20
@@ -47,7 +49,7 @@ class LMRunConfig(RunConfig):
     warmup_steps: int = 200
     min_token_count: int = 1
     dedupe: bool = False
-    sources: tuple[str, ...] = ("iu_xray", "mimic_cxr")
+    sources: tuple[str, ...] = ("iu_xray", "mimic_cxr", "clinical_notes")
 
 
 class SentenceDataset(Dataset):
@@ -81,7 +83,7 @@ class LMStage(nn.Module):
 
 
 def sentence_texts(prepared: Prepared, split: str, cfg: LMRunConfig) -> list[str]:
-    texts = [s["text"] for s in prepared.sentences(split) if s.get("source") in cfg.sources and s.get("text")]
+    texts = [s["text"] for s in sentence_pool(prepared, split, cfg.sources) if s.get("text")]
     return sorted(set(texts)) if cfg.dedupe else texts
 
 
@@ -102,13 +104,10 @@ def with_vocabulary(model: CRRGModel, train_texts: list[str], min_count: int) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = common.build_parser(f"pretrain_{STAGE}", __doc__.split("\n\n")[0], f"{STAGE}_default.json")
-    args = parser.parse_args(argv)
-    if args.prepared is None:
-        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    args = common.parse_args(parser, argv)
     info = common.setup(args)
     try:
-        state = common.resume_state(args, STAGE)
-        cfg = common.load_run_config(LMRunConfig, STAGE, args, state["run_config"] if state else None)
+        state, cfg = common.resume_or_configure(args, STAGE, LMRunConfig)
         prepared = Prepared(args.prepared, args.data)
         train_texts = sentence_texts(prepared, "train", cfg)
         if not train_texts:
@@ -122,12 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         model.train()
         val = SentenceDataset(sentence_texts(prepared, "val", cfg))
         logger.info("lm: %d training sentences, %d validation sentences", len(train_texts), len(val))
-        trainer = Trainer(stage=STAGE, model=model, module=LMStage(model.decoder),
-                          dataset=SentenceDataset(train_texts), collate=collate_texts, run=cfg,
-                          out=args.out, info=info, seed=args.seed, eval_dataset=val,
-                          stop=StopRules(args.max_steps, args.max_minutes), resume_state=state,
-                          find_unused_parameters=False)
-        trainer.fit()
+        common.fit(args, info, state, stage=STAGE, model=model, module=LMStage(model.decoder),
+                   dataset=SentenceDataset(train_texts), collate=collate_texts, run=cfg, eval_dataset=val,
+                   find_unused_parameters=False)
     finally:
         common.cleanup_distributed()
 

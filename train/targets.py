@@ -18,10 +18,22 @@ Target sentence (stage 3)
     each time, that agrees with what the image's labels imply for it:
     - region ``normal``: a normal sentence whose findings are only "no finding" or findings the
       image is labelled positive for (so "pacemaker in place" only where devices are labelled);
-    - region ``abnormal``: an abnormal sentence with at least one finding, all of its findings
-      among the image's positive findings widened by :data:`COMPATIBLE` (the X-ray appearance of
-      pneumonia / COVID-19 is opacity / consolidation, words IU reports use);
+    - region ``abnormal``: an abnormal sentence, all of its findings among the image's positive
+      findings widened by :data:`COMPATIBLE` (the X-ray appearance of pneumonia / COVID-19 is
+      opacity / consolidation, words IU reports use), that names at least one of the image's
+      own positive findings (:func:`primary_findings`: COVID-19 is named by "covid-19" or
+      "pneumonia"), so the sentence says what the image is labelled with, not only an
+      appearance ("opacity") that the label extractor cannot tell from other diseases.
+      ``require_primary=False`` drops that last condition (any compatible finding will do).
+      A lung region with no such sentence of its own borrows the agreeing sentences of the
+      other lung regions of its side, then of either side (image-level labels do not locate
+      a pneumonia, so the side a borrowed sentence names is as good as any);
     - region ``unknown``, or no agreeing sentence: skipped (no target).
+    The pool: IU X-ray train sentences (``sentences.jsonl``) and, by default, the imaging
+    sentences of the train images' clinical notes (:func:`note_sentences`); with
+    ``standalone_only`` (default) only sentences that one radiograph can support
+    (:func:`standalone`: no IU de-identification mask "XXXX", no comparison with a prior study
+    or the patient's history), since the matched image is not the one the sentence described.
 CLIP label vectors (:func:`label_vector`)
     over :data:`crrg.labels.FINDINGS`: +1 present, -1 absent, 0 unknown or uncertain; positives
     implied through :data:`COMPATIBLE` get +0.5. A prompt "{label}" is +1 on its label, "no {label}"
@@ -32,6 +44,7 @@ CLIP label vectors (:func:`label_vector`)
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -40,18 +53,41 @@ import torch
 from torch import Tensor
 
 from crrg.labels import FINDINGS
-from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
+from crrg.regions import LUNG_REGIONS, NUM_REGIONS, REGION_INDEX, REGIONS
 
 COMPATIBLE: dict[str, tuple[str, ...]] = {
     "pneumonia": ("pneumonia", "lung opacity", "consolidation"),
     "covid-19": ("pneumonia", "lung opacity", "consolidation"),
 }
 NORMAL_FINDINGS = frozenset({"no finding"})
+# A clinical-note sentence joins the pool when it describes the radiograph (an imaging word or a
+# radiographic appearance) and does not describe a CT.
+IMAGING_WORDS = re.compile(
+    r"x-?ray|radiogra|\bcxr\b|\bfilms?\b|opacit|opacif|consolidat|infiltrat|ground[- ]glass"
+    r"|air[- ]?space|shadow|reticul|nodul|effusion", re.IGNORECASE)
+NOT_RADIOGRAPH = re.compile(r"\bCT\b|computed tomograph|\bHRCT\b|\bscan\b", re.IGNORECASE)
+# ... and reads as a report sentence, not case history (ages, days, figures, admission, diagnosis).
+CASE_HISTORY = re.compile(
+    r"\d|\byears?[- ]old\b|\bpatients?\b|\bfig\w*|\bcases?\b|\bdiagnos\w*|\bdays?\b|\bweeks?\b"
+    r"|\badmi\w*|\bhospital\w*|\bdiscussion\b|\bhistory\b|\bprior\b|\bfollow", re.IGNORECASE)
+NOTE_MAX_WORDS = 30
+# Open-data targets describe another patient's radiograph: leave out IU's de-identification mask
+# and wording that needs a prior study or the history ("stable", "new", "since", "unchanged").
+NOT_STANDALONE = re.compile(
+    r"xxxx|\b(?:prior|previous(?:ly)?|interval|stable|unchanged|improv\w*|worsen\w*|compar\w*|again"
+    r"|since|history|follow-?up|redemonstrat\w*|persist\w*|resolv\w*|new)\b", re.IGNORECASE)
 FINDING_INDEX = {f: i for i, f in enumerate(FINDINGS)}
 
 
 def positive_findings(labels: dict[str, int]) -> frozenset[str]:
     return frozenset(f for f, v in labels.items() if v == 1 and f != "no finding")
+
+
+def primary_findings(labels: dict[str, int]) -> frozenset[str]:
+    """Findings a target sentence for an abnormal region must name (one of): the positive
+    findings, with "pneumonia" naming COVID-19 too (its radiographic diagnosis)."""
+    positives = positive_findings(labels)
+    return positives | (frozenset({"pneumonia"}) if "covid-19" in positives else frozenset())
 
 
 def implied_findings(labels: dict[str, int]) -> frozenset[str]:
@@ -136,15 +172,19 @@ def paired_region_sentences(lines: list[dict[str, Any]]) -> list[str | None]:
 
 
 class SentenceMatcher:
-    """Open-data target sentences: IU train sentences that agree with an image's labels.
+    """Open-data target sentences: real report sentences that agree with an image's labels.
 
     See the module docstring for the rule. Candidate lists are cached per
     (region, status, positive findings), so the per-item cost is a dictionary look-up.
     """
 
-    def __init__(self, sentences: Iterable[dict[str, Any]]) -> None:
+    def __init__(self, sentences: Iterable[dict[str, Any]], require_primary: bool = True,
+                 standalone_only: bool = True) -> None:
+        self.require_primary = require_primary
         self.by_region: dict[str, list[tuple[str, bool, frozenset[str]]]] = defaultdict(list)
         for line in sentences:
+            if standalone_only and not standalone(line["text"]):
+                continue
             entry = (line["text"], bool(line.get("abnormal")), frozenset(line.get("findings", [])))
             for region in line.get("regions", []):
                 self.by_region[region].append(entry)
@@ -154,8 +194,16 @@ class SentenceMatcher:
         positives = positive_findings(labels)
         key = (region, status, positives)
         if key not in self._cache:
-            self._cache[key] = self._match(region, status, labels)
+            pool = self._match(region, status, labels)
+            if not pool and status == "abnormal" and region in LUNG_REGIONS:
+                side = region.split()[0]
+                pool = self._borrow([r for r in LUNG_REGIONS if r.startswith(side)], labels)
+                pool = pool or self._borrow(list(LUNG_REGIONS), labels)
+            self._cache[key] = pool
         return self._cache[key]
+
+    def _borrow(self, regions: list[str], labels: dict[str, int]) -> list[str]:
+        return sorted({t for r in regions for t in self._match(r, "abnormal", labels)})
 
     def _match(self, region: str, status: str, labels: dict[str, int]) -> list[str]:
         entries = self.by_region.get(region, [])
@@ -164,7 +212,8 @@ class SentenceMatcher:
             return [t for t, abnormal, f in entries if not abnormal and f <= allowed]
         if status == "abnormal":
             implied = implied_findings(labels)
-            return [t for t, abnormal, f in entries if abnormal and f and f <= implied]
+            primary = primary_findings(labels) if self.require_primary else implied
+            return [t for t, abnormal, f in entries if abnormal and f and f <= implied and f & primary]
         return []
 
     def sample(self, record: dict[str, Any], rng: random.Random) -> list[str | None]:
@@ -179,6 +228,51 @@ class SentenceMatcher:
     def has_any(self, record: dict[str, Any]) -> bool:
         status, labels = region_status(record), record.get("labels") or {}
         return any(self.candidates(r, status[r], labels) for r in REGIONS)
+
+
+def standalone(text: str) -> bool:
+    """True when one radiograph can support ``text`` (see :data:`NOT_STANDALONE`)."""
+    return NOT_STANDALONE.search(text) is None
+
+
+def sentence_pool(prepared: Any, split: str, sources: Iterable[str]) -> list[dict[str, Any]]:
+    """Report sentence lines of ``split`` from ``sources``: sources of ``sentences.jsonl``
+    ("iu_xray", "mimic_cxr") and "clinical_notes" (:func:`note_sentences` of the split's images)."""
+    sources = set(sources)
+    lines = [s for s in prepared.sentences(split) if s.get("source") in sources]
+    if "clinical_notes" in sources:
+        lines += note_sentences(prepared.images(split))
+    return lines
+
+
+def note_sentences(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Imaging sentences of clinical notes (``text_kind == "clinical_notes"``) as sentence lines
+    (the fields of ``train.prepare``'s ``sentences.jsonl``, ``source`` "clinical_notes",
+    ``image`` None: a case's notes cover several radiographs taken days apart, so they are
+    pooled, not paired). A sentence is kept when it names a region and describes a radiograph
+    (:data:`IMAGING_WORDS`, not :data:`NOT_RADIOGRAPH`) in a report's words (no
+    :data:`CASE_HISTORY`, at most :data:`NOTE_MAX_WORDS` words); each distinct text once. Pass only
+    train-split records."""
+    from crrg.data.sentences import analyse_sentence, extract_findings, split_sentences
+
+    seen: set[str] = set()
+    lines: list[dict[str, Any]] = []
+    for record in records:
+        if record.get("text_kind") != "clinical_notes" or not record.get("text"):
+            continue
+        for text in split_sentences(record["text"]):
+            if text in seen:
+                continue
+            seen.add(text)
+            info = analyse_sentence(text)
+            if (not info.regions or not IMAGING_WORDS.search(text) or NOT_RADIOGRAPH.search(text)
+                    or CASE_HISTORY.search(text) or len(text.split()) > NOTE_MAX_WORDS):
+                continue
+            lines.append({"report": f"notes:{record.get('patient') or record['image']}",
+                          "source": "clinical_notes", "split": record.get("split"), "image": None,
+                          "text": text, "regions": list(info.regions), "abnormal": info.abnormal,
+                          "findings": extract_findings(text)})
+    return lines
 
 
 # ----------------------------------------------------------------------- CLIP labels

@@ -35,7 +35,7 @@ from crrg.labels import FINDINGS
 from crrg.model import CRRGModel
 from train import common
 from train.datasets import AugmentConfig, ImageReader, Prepared, augment
-from train.engine import RunConfig, StopRules, Trainer
+from train.engine import RunConfig
 from train.targets import label_vector, prompt_texts, sentence_label_vector
 
 logger = logging.getLogger(__name__)
@@ -148,13 +148,10 @@ def labelled_sentences(prepared: Prepared) -> list[tuple[str, Tensor]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = common.build_parser("train_clip", __doc__.split("\n\n")[0], f"{STAGE}_default.json")
-    args = parser.parse_args(argv)
-    if args.prepared is None:
-        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    args = common.parse_args(parser, argv)
     info = common.setup(args)
     try:
-        state = common.resume_state(args, STAGE)
-        cfg = common.load_run_config(ClipRunConfig, STAGE, args, state["run_config"] if state else None)
+        state, cfg = common.resume_or_configure(args, STAGE, ClipRunConfig)
         model: CRRGModel = common.load_model(args, cfg.model_variant, state)
         if state is None and cfg.image_tower_init == "imagenet":
             model.clip.load_imagenet_image_tower()
@@ -168,11 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                               cfg.sentences_per_image)
         logger.info("clip: %d training items (pairs x%d), %d labelled sentences, %d validation images",
                     len(train_set), cfg.pair_repeat, len(sentences), len(val_set))
-        trainer = Trainer(stage=STAGE, model=model, module=ClipStage(model.clip, cfg), dataset=train_set,
-                          collate=collate_clip, run=cfg, out=args.out, info=info, seed=args.seed,
-                          eval_dataset=val_set, stop=StopRules(args.max_steps, args.max_minutes),
-                          resume_state=state)
-        trainer.fit()
+        common.fit(args, info, state, stage=STAGE, model=model, module=ClipStage(model.clip, cfg),
+                   dataset=train_set, collate=collate_clip, run=cfg, eval_dataset=val_set)
     finally:
         common.cleanup_distributed()
 

@@ -10,7 +10,8 @@ image's labels, drawn anew each time the image is seen) contributes one teacher-
 to the LM loss. At most ``max_regions_per_image`` regions (random) per image per step.
 By default the detector and the region heads are frozen (features detached: the open targets
 are weak); ``train_detector`` / ``train_classifiers`` train them jointly, as RGRG does with
-paired data.
+paired data. ``clip_fusion`` models add the CLIP image embedding to the features
+(:mod:`crrg.fusion`; the fusion trains with the classifiers, CLIP never does).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
 from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
-from train.engine import RunConfig, StopRules, Trainer
+from train.engine import RunConfig
 from train.targets import (
     SentenceMatcher,
     auto_pos_weight,
@@ -35,6 +37,7 @@ from train.targets import (
     paired_region_sentences,
     paired_sentences,
     region_targets,
+    sentence_pool,
 )
 from train.train_detector import classifier_losses, region_features
 
@@ -46,7 +49,10 @@ STAGE = "decoder"
 @dataclass
 class DecoderRunConfig(RunConfig):
     """Stage-3 settings. ``open_matching``: images without their own report get matched IU
-    sentences; ``sentence_sources``: sources of the sentence pool for matching.
+    sentences; ``sentence_sources``: sources of the sentence pool for matching
+    (:func:`train.targets.sentence_pool`); ``require_primary``: an abnormal region's sentence
+    must name one of the image's findings; ``standalone_only``: no "XXXX" or comparison wording
+    (both :class:`train.targets.SentenceMatcher`).
     ``cache_features``: keep each image's region features (fp16, ~15 KB per image) after its
     first pass and skip the detector afterwards; needs a frozen detector and no augmentation
     (the features are then the same every epoch); later epochs then cost only the LM (and
@@ -63,7 +69,9 @@ class DecoderRunConfig(RunConfig):
     cache_features: bool = False
     max_regions_per_image: int = 8
     open_matching: bool = True
-    sentence_sources: tuple[str, ...] = ("iu_xray", "mimic_cxr")
+    sentence_sources: tuple[str, ...] = ("iu_xray", "mimic_cxr", "clinical_notes")
+    require_primary: bool = True
+    standalone_only: bool = True
     train_detector: bool = False
     train_classifiers: bool = False
     lm_loss_weight: float = 1.0
@@ -90,14 +98,21 @@ class DecoderStage(nn.Module):
         super().__init__()
         self.detector, self.selection, self.abnormality = model.detector, model.selection, model.abnormality
         self.decoder, self.cfg = model.decoder, cfg
+        self.clip, self.fusion = model.clip, model.fusion
         self._feature_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self.register_buffer("pos_weights", torch.tensor(pos_weights, dtype=torch.float32), persistent=False)
         common.freeze(self.detector, not cfg.train_detector)
         common.freeze(self.selection, not cfg.train_classifiers)
         common.freeze(self.abnormality, not cfg.train_classifiers)
+        common.freeze(self.clip, True)
+        if self.fusion is not None:
+            common.freeze(self.fusion, not cfg.train_classifiers)
 
     def train(self, mode: bool = True) -> DecoderStage:
         super().train(mode)
+        self.clip.eval()
+        if self.fusion is not None and not self.cfg.train_classifiers:
+            self.fusion.eval()
         if not self.cfg.train_detector:
             self.detector.eval()
         if not self.cfg.train_classifiers:
@@ -115,6 +130,7 @@ class DecoderStage(nn.Module):
                 self.detector, batch["images"], batch["targets"], with_losses)  # [B, 29, D], [B, 29]
         if not cfg.train_detector:
             features = features.detach()  # [B, 29, D]
+        features = fuse(self.fusion, self.clip, batch["images"], features)  # [B, 29, D]
         rows, cols, texts = self.pick_regions(batch["sentences"], detected)
         if texts:
             loss_lm = self.decoder(features[rows, cols], texts=texts)["loss_lm"]  # features [N, D]
@@ -169,9 +185,8 @@ class SentenceFields:
     def __init__(self, prepared: Prepared, cfg: DecoderRunConfig) -> None:
         every = prepared.sentences(None)
         self.paired = paired_sentences(every)
-        pool = [s for s in prepared.sentences("train") if s.get("source") in cfg.sentence_sources
-                and not s.get("image")]
-        self.matcher = SentenceMatcher(pool) if cfg.open_matching else None
+        pool = [s for s in sentence_pool(prepared, "train", cfg.sentence_sources) if not s.get("image")]
+        self.matcher = SentenceMatcher(pool, cfg.require_primary, cfg.standalone_only) if cfg.open_matching else None
         self.with_targets = cfg.train_classifiers
         self.common = common_regions(prepared.sentences("train"), cfg.common_threshold)
 
@@ -218,13 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decoder-from", type=Path, default=None,
                         help="take the decoder from this saved model or checkpoint.pt (e.g. the LM "
                              "pretraining's OUT/model)")
-    args = parser.parse_args(argv)
-    if args.prepared is None:
-        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    args = common.parse_args(parser, argv)
     info = common.setup(args)
     try:
-        state = common.resume_state(args, STAGE)
-        cfg = common.load_run_config(DecoderRunConfig, STAGE, args, state["run_config"] if state else None)
+        state, cfg = common.resume_or_configure(args, STAGE, DecoderRunConfig)
         model = common.load_model(args, cfg.model_variant, state)
         if state is None and args.decoder_from is not None:
             load_decoder_from(model, args.decoder_from)
@@ -247,11 +259,8 @@ def main(argv: list[str] | None = None) -> None:
         paired = sum(r["image"] in fields.paired for r in records)
         logger.info("decoder: %d training images (%d with their own report), %d validation images",
                     len(train_set), paired, len(val_set))
-        trainer = Trainer(stage=STAGE, model=model, module=DecoderStage(model, cfg, weights), dataset=train_set,
-                          collate=collate_images, run=cfg, out=args.out, info=info, seed=args.seed,
-                          eval_dataset=val_set, stop=StopRules(args.max_steps, args.max_minutes),
-                          resume_state=state)
-        trainer.fit()
+        common.fit(args, info, state, stage=STAGE, model=model, module=DecoderStage(model, cfg, weights),
+                   dataset=train_set, collate=collate_images, run=cfg, eval_dataset=val_set)
     finally:
         common.cleanup_distributed()
 

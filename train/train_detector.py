@@ -9,6 +9,8 @@ losses (``pos_weight`` against imbalance) on the features of the top box per reg
 targets of :mod:`train.targets`. Images with boxes also keep the detector losses (and, with
 ``train_detector``, the classifier gradient reaches the detector, as RGRG); images without boxes
 (Kermany, COVID radiography) train only the heads, on features of the detector in eval mode.
+For ``clip_fusion`` models (:mod:`crrg.fusion`) stage 2 also trains the fusion MLP; the CLIP
+tower stays frozen (train it first with ``train.train_clip`` and start from a model holding it).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from torch import Tensor, nn
 
 from crrg.classifier import region_bce_loss
 from crrg.detector import RegionDetector
+from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
 from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
-from train.engine import RunConfig, StopRules, Trainer
+from train.engine import RunConfig
 from train.targets import auto_pos_weight, common_regions, paired_sentences, region_targets
 
 logger = logging.getLogger(__name__)
@@ -144,12 +147,15 @@ class RegionHeadsStage(nn.Module):
     def __init__(self, model: CRRGModel, cfg: DetectorRunConfig, pos_weights: tuple[float, float]) -> None:
         super().__init__()
         self.detector, self.selection, self.abnormality = model.detector, model.selection, model.abnormality
+        self.clip, self.fusion = model.clip, model.fusion  # fusion (clip_fusion models) trains here
         self.cfg = cfg
         self.register_buffer("pos_weights", torch.tensor(pos_weights, dtype=torch.float32), persistent=False)
         common.freeze(self.detector, not cfg.train_detector)
+        common.freeze(self.clip, True)  # CLIP has its own objective (train.train_clip)
 
     def train(self, mode: bool = True) -> RegionHeadsStage:
         super().train(mode)
+        self.clip.eval()
         if not self.cfg.train_detector:
             self.detector.eval()
         return self
@@ -160,6 +166,7 @@ class RegionHeadsStage(nn.Module):
         features, detected, det_losses = region_features(self.detector, images, batch["targets"], with_losses)
         if not self.cfg.train_detector:
             features = features.detach()
+        features = fuse(self.fusion, self.clip, images, features)  # [B, 29, D]
         out = classifier_losses(self.selection, self.abnormality, features, detected, batch, self.pos_weights)
         cfg = self.cfg
         loss = cfg.selection_loss_weight * out["loss_selection"] + cfg.abnormal_loss_weight * out["loss_abnormal"]
@@ -252,14 +259,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = common.build_parser("train_detector", __doc__.split("\n\n")[0],
                                 "detector_default.json (--stage 1), region_heads_default.json (--stage 2)")
     parser.add_argument("--stage", type=int, choices=(1, 2), default=1, help="1: detector; 2: + region heads")
-    args = parser.parse_args(argv)
-    if args.prepared is None:
-        parser.error("--prepared is required (the folder written by `python -m train.prepare`)")
+    args = common.parse_args(parser, argv)
     name = STAGES[args.stage]
     info = common.setup(args)
     try:
-        state = common.resume_state(args, name)
-        cfg = common.load_run_config(DetectorRunConfig, name, args, state["run_config"] if state else None)
+        state, cfg = common.resume_or_configure(args, name, DetectorRunConfig)
         model = common.load_model(args, cfg.model_variant, state)
         fresh = state is None and args.init is None
         if fresh and cfg.pretrained_backbone and model.config.detector.backbone == "efficientnet_lite0":
@@ -267,11 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         prepared = Prepared(args.prepared, args.data)
         module, train_set, val_set = build(args.stage, cfg, model, prepared)
         logger.info("%s: %d training images, %d validation images", name, len(train_set), len(val_set or []))
-        trainer = Trainer(stage=name, model=model, module=module, dataset=train_set, collate=collate_images,
-                          run=cfg, out=args.out, info=info, seed=args.seed, eval_dataset=val_set,
-                          stop=StopRules(args.max_steps, args.max_minutes), resume_state=state,
-                          find_unused_parameters=args.stage == 2)
-        trainer.fit()
+        common.fit(args, info, state, stage=name, model=model, module=module, dataset=train_set,
+                   collate=collate_images, run=cfg, eval_dataset=val_set, find_unused_parameters=args.stage == 2)
     finally:
         common.cleanup_distributed()
 

@@ -215,7 +215,9 @@ TERMS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (r"hydropneumothora\w*", ("pneumothorax", "pleural effusion"), "abnormal"),
     (r"pneumothora\w*", ("pneumothorax",), "abnormal"),
     (r"covid\w*|sars cov\w*|coronavirus|2019 ncov", ("covid-19", "pneumonia"), "abnormal"),
-    (r"pneumonia|bronchopneumonia|pneumonitis|infection|infectious", ("pneumonia",), "abnormal"),
+    # "granulomatous infection / disease" is old healed disease (granulomas, below), not pneumonia
+    (r"pneumonia|bronchopneumonia|pneumonitis|(?<!granulomatous )infectio(?:n|us)", ("pneumonia",),
+     "abnormal"),
     (r"consolidat\w*", ("consolidation",), "abnormal"),
     (r"atelecta\w*|collapse\w*|volume loss", ("atelectasis",), "abnormal"),
     (r"edema|vascular congestion|pulmonary congestion|\bcongesti\w*|heart failure|\bchf\b"
@@ -289,7 +291,7 @@ PRE_UNCERTAIN = (
     r"\b(?:possibl\w*|probabl\w*|likely|may|might|could|can ?not (?:be )?(?:exclude\w*|ruled? out)"
     r"|can't (?:exclude|rule out)|questionabl\w*|question(?:ed)?|suspect\w*|suspicious|concern\w*"
     r"|worrisome|versus|vs|differential|suggest\w*|borderline|equivocal|indeterminate|rule out"
-    r"|to exclude|presum\w*|uncertain|favou?r\w*|not (?:be )?(?:entirely |completely |totally "
+    r"|to (?:completely |entirely |fully )?exclude|presum\w*|uncertain|favou?r\w*|not (?:be )?(?:entirely |completely |totally "
     r"|definitely )?(?:excluded|ruled out))\b|\?"
 )
 POST_UNCERTAIN = (
