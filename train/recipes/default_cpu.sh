@@ -45,4 +45,4 @@ done_ "$R/s2" || $PY -m train.train_detector --stage 2 --prepared "$P" --init "$
 done_ "$R/s3" || $PY -m train.train_decoder --prepared "$P" --init "$R/s2/model" --decoder-from "$R/lm/model" \
   --out "$R/s3" --threads 2 $(resume "$R/s3") --set total_steps=600 --set lr=0.0005 --set checkpoint_every=100 \
   --set eval_every=100000
-$PY -m train.assemble --base "$R/s3/model" --out "$R/final" --variant default
+$PY -m train.assemble --base "$R/s3/model" --out "$R/final" --variant default --set detector.box_vote_iou=0.5  # chosen on val
