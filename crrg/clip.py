@@ -315,17 +315,19 @@ class CXRClip(nn.Module):
         return F.normalize(features, dim=-1)  # [P, L, E]
 
     @torch.no_grad()
-    def zero_shot(self, images: Tensor, labels: Sequence[str], positive: str | None = None,
-                  negative: str | None = None, templates: Sequence[str] | None = None) -> Tensor:
+    def zero_shot(self, images: Tensor | None, labels: Sequence[str], positive: str | None = None,
+                  negative: str | None = None, templates: Sequence[str] | None = None,
+                  image_features: Tensor | None = None) -> Tensor:
         """CheXzero zero-shot: probability [B, L] that each label is present.
 
         Per label, softmax over the image's logits with the positive and negative prompt
         (``positive`` / ``negative`` patterns, default from the config); ``templates`` is an
-        optional prompt ensemble.
+        optional prompt ensemble. ``image_features`` [B, E]: :meth:`encode_image` of ``images``
+        when already computed (then ``images`` may be None).
         """
         pos_neg = [positive or self.config.positive, negative or self.config.negative]
         text = self.prompt_features(labels, pos_neg, templates)  # [2, L, E]
-        image = self.encode_image(images)  # [B, E]
+        image = self.encode_image(images) if image_features is None else image_features  # [B, E]
         logits = self.logit_scale() * torch.einsum("be,ple->blp", image, text)  # [B, L, 2]
         return logits.softmax(dim=-1)[..., 0]  # [B, L]
 

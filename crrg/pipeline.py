@@ -168,7 +168,7 @@ class Pipeline:
         if not labels:
             return {}, {}
         with timer("clip"):
-            probs = self.model.clip.zero_shot(batch, labels)[0]  # [L]
+            probs = self.model.clip.zero_shot(batch, labels, image_features=found.embedding)[0]  # [L]
             scores = self.model.clip.region_scores(batch, found.boxes, found.detected, labels)  # [L, 29]
         best: dict[str, str | None] = {}
         for label, row in zip(labels, scores):

@@ -125,6 +125,16 @@ def test_zero_shot_probabilities_and_swap(tiny: CXRClip) -> None:
         tiny.zero_shot(images, "edema")
 
 
+def test_zero_shot_reuses_given_image_features(tiny: CXRClip) -> None:
+    images = torch.randn(2, 1, 80, 80)
+    labels = ["edema", "pneumonia"]
+    with torch.no_grad():
+        features = tiny.encode_image(images)
+        assert torch.allclose(tiny.zero_shot(None, labels, image_features=features), tiny.zero_shot(images, labels))
+        other = tiny.zero_shot(images, labels, image_features=features.flip(0))  # the features decide
+        assert torch.allclose(other, tiny.zero_shot(images.flip(0), labels), atol=1e-6)
+
+
 def test_region_crops_are_square_with_margin_and_black_outside(tiny: CXRClip) -> None:
     image = torch.full((1, 1, 100, 100), -1.5)
     image[..., 20:40, 30:50] = 2.0  # bright 20 x 20 square

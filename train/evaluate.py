@@ -180,10 +180,11 @@ def run_inference(model: CRRGModel, records: Sequence[dict[str, Any]], prepared:
         batch = batch.to(device).contiguous(memory_format=torch.channels_last)  # [B, 1, S, S]
         det = model.detector(batch)
         detected = det.detected  # [B, 29]
-        features = model.region_features(batch, det.features)  # [B, 29, D]
+        embedding = model.clip.encode_image(batch)  # [B, E] once, for the fusion and zero-shot
+        features = model.region_features(batch, det.features, embedding)  # [B, 29, D]
         selection = torch.sigmoid(model.selection(features)) * detected  # [B, 29]
         abnormal = torch.sigmoid(model.abnormality(features)) * detected  # [B, 29]
-        probs = model.clip.zero_shot(batch, list(labels)).cpu()  # [B, L]
+        probs = model.clip.zero_shot(batch, list(labels), image_features=embedding).cpu()  # [B, L]
         for b, ((key, image), geometry) in enumerate(zip(loaded, geometries)):
             outputs[key] = Outputs(
                 width=image.width, height=image.height,
