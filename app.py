@@ -51,17 +51,20 @@ def offline_env(weights: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve first, load the model second: the page is up after the gradio import and the page
+    build; the model (torchvision, transformers, open_clip, weights) loads in a background thread
+    and requests that come sooner wait for it (:mod:`demo.loader`)."""
     args = parse_args(argv)
     offline_env(args.weights)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from crrg.cli import default_weights
     from crrg.hub import WeightsNotFoundError
-    from crrg.pipeline import load
+    from demo.loader import PipelineLoader
 
     weights = args.weights or default_weights()
     try:
-        pipeline = load(weights)
+        loader = PipelineLoader(weights)  # checks the folder / hub repo and reads config.json only
     except (WeightsNotFoundError, FileNotFoundError, ValueError) as err:
         print(f"error: cannot load crrg weights from {weights!r}: {err}\n"
               "Get weights: pass --weights (or CRRG_WEIGHTS) a model folder or a hub repo id 'org/name', "
@@ -70,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     from demo import build_demo, launch_options
 
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-    blocks = build_demo(pipeline, examples=args.examples)
+    blocks = build_demo(loader, examples=args.examples)
     options = launch_options(args.examples, server_name=host, server_port=args.port, share=args.share)
     blocks.launch(prevent_thread_lock=True, **options)
-    logger.info("crrg demo ready on %s in %.1f s (weights: %s)", blocks.local_url,
-                time.perf_counter() - START, weights)
+    logger.info("crrg demo serving on %s in %.1f s (weights: %s; the model loads in the background)",
+                blocks.local_url, time.perf_counter() - START, weights)
+    loader.start()
     blocks.block_thread()
     return 0
 

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("config.json", "model.safetensors", "README.md")
+WEIGHT_FILES = ("config.json", "model.safetensors", "README.md", "LICENSE.md", "metrics.json")
 REACH_TIMEOUT_S = 0.8
 
 

@@ -8,22 +8,25 @@ With ``clip_fusion`` (the default variant) the region features also carry the CL
 embedding (:mod:`crrg.fusion`); :meth:`CRRGModel.region_features` is the one place that applies it.
 
 Saved as a hub-style folder: config.json (the CRRGConfig) + model.safetensors (fp16 by default)
-+ README.md model card. Loading never unpickles anything.
++ README.md model card (front matter from :mod:`crrg.card`, eval results from metrics.json) +
+LICENSE.md (the training data's terms). Loading never unpickles anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import ModelHubMixin
+from huggingface_hub import ModelCard, ModelHubMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from crrg import card
 from crrg.classifier import ClassifierConfig, RegionClassifier
 from crrg.clip import ClipConfig, CXRClip
 from crrg.config import from_dict, load_json, to_dict
@@ -50,6 +53,13 @@ model for zero-shot labels, as in CRRG-CLIP (arXiv 2501.01989). Weights written 
 {{ description | default("Randomly initialised or user-trained weights: see the training log that produced them.", true) }}
 
 **Research use only. Not a medical device; outputs are not a diagnosis.**
+
+Held-out results (from `metrics.json`, when the folder has one) are in the front matter's `model-index`.
+
+## Licence
+
+`{{ license_name }}`: see [LICENSE.md](LICENSE.md). The training data's terms are mixed and several
+are research-only or non-commercial, so the weights are for non-commercial research use only.
 
 - Code: {{ repo_url | default("crrg", true) }}
 - Paper: {{ paper_url | default("https://arxiv.org/abs/2501.01989", true) }}
@@ -95,8 +105,12 @@ def get_config(variant: str = "default") -> CRRGConfig:
 class CRRGModel(
     nn.Module,
     ModelHubMixin,
-    library_name="crrg",
-    tags=["chest-x-ray", "radiology-report-generation", "clip", "research-only"],
+    library_name=card.LIBRARY_NAME,
+    license=card.LICENSE,
+    license_name=card.LICENSE_NAME,
+    license_link=card.LICENSE_FILE,
+    pipeline_tag=card.PIPELINE_TAG,
+    tags=list(card.TAGS),
     paper_url="https://arxiv.org/abs/2501.01989",
     model_card_template=MODEL_CARD,
 ):
@@ -132,11 +146,32 @@ class CRRGModel(
             parts["fusion"] = self.fusion
         return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
 
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
-        kwargs.setdefault("config", to_dict(self.config))
-        cards = kwargs.setdefault("model_card_kwargs", {})
+    def save_pretrained(self, save_directory: str | Path, *,  # type: ignore[override]
+                        metrics: str | Path | Mapping[str, Any] | None = None, **kwargs: Any) -> str | None:
+        """The mixin's ``save_pretrained`` (``push_to_hub=True`` included) plus the card metadata of
+        :mod:`crrg.card`: ``metrics`` (a ``train.evaluate`` dict or metrics.json path; also taken
+        from ``model_card_kwargs["metrics"]``, the way ``push_to_hub`` passes it) is written to
+        ``metrics.json``, else an existing ``metrics.json`` in the folder is used. A new README.md
+        is rendered from ``MODEL_CARD``; an existing one keeps its body and gets fresh front matter."""
+        folder = Path(save_directory)
+        cards = dict(kwargs.pop("model_card_kwargs", None) or {})
+        metrics = cards.pop("metrics", None) if metrics is None else metrics
         cards.setdefault("variant", self.config.variant)
-        return super().save_pretrained(save_directory, **kwargs)
+        if kwargs.get("config") is None:
+            kwargs["config"] = to_dict(self.config)
+        had_card = (folder / card.CARD_NAME).is_file()
+        values = card.write_folder_files(folder, metrics)
+        if had_card:  # the mixin keeps an existing README.md untouched: refresh its front matter
+            card.rewrite_front_matter(folder / card.CARD_NAME, card.card_data(self.config, values))
+        return super().save_pretrained(folder, model_card_kwargs={**cards, "metrics": values}, **kwargs)
+
+    def generate_model_card(self, *args: Any, metrics: Mapping[str, Any] | None = None,
+                            **kwargs: Any) -> ModelCard:
+        """``MODEL_CARD`` rendered with :func:`crrg.card.card_data` (config + ``metrics``)."""
+        data = card.card_data(self.config, metrics)
+        info = self._hub_mixin_info
+        return ModelCard.from_template(data, template_str=info.model_card_template, repo_url=info.repo_url,
+                                       paper_url=info.paper_url, docs_url=info.docs_url, **kwargs)
 
     def _save_pretrained(self, save_directory: Path, dtype: torch.dtype = torch.float16) -> None:
         """Weights as safetensors; floating tensors cast to fp16 (halves the size)."""

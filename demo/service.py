@@ -1,4 +1,5 @@
-"""The demo's model-facing side: one shared :class:`crrg.pipeline.Pipeline`, inference under a
+"""The demo's model-facing side: one shared :class:`crrg.pipeline.Pipeline` (or a
+:class:`demo.loader.PipelineLoader` that loads it after the page serves), inference under a
 lock, the per-session :class:`Analysis` (what the UI shows) and the files it offers for download.
 
 No gradio here: errors are the library's own (``crrg.images.ImageError`` and other ``ValueError``s);
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from crrg.images import load_image
-from crrg.pipeline import parse_prompts
+from crrg.prompts import parse_prompts
 from crrg.regions import REGIONS
 from demo.drawing import display_image, overlay_png
 
@@ -68,6 +69,14 @@ class DemoService:
     @property
     def default_prompts(self) -> list[str]:
         return list(self.pipeline.default_prompts)
+
+    @property
+    def default_beams(self) -> int:
+        """The model's beam width, without loading it when the pipeline is a loader."""
+        beams = getattr(self.pipeline, "num_beams", None)
+        if beams is None:
+            beams = getattr(getattr(self.pipeline, "config", None), "num_beams", 1)
+        return int(beams or 1)
 
     # --- inference (serialised: torch on a couple of cores) ----------------------------------
     def _run(self, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -28,7 +28,8 @@ QUEUE_SIZE = 64  # waiting requests beyond this are refused ("queue full"), not 
 
 def build_demo(pipeline: Any, examples: str | Path | None = None, workdir: str | Path | None = None
                ) -> gr.Blocks:
-    """The demo page over one loaded :class:`crrg.pipeline.Pipeline` (shared by all sessions).
+    """The demo page over one :class:`crrg.pipeline.Pipeline` (shared by all sessions), or a
+    :class:`demo.loader.PipelineLoader` that loads it later (building the page never loads it).
 
     examples: a folder of PNG/JPEG/DICOM files shown as clickable thumbnails (none when None).
     workdir: where downloads are written (a fresh temporary folder when None).
@@ -36,12 +37,11 @@ def build_demo(pipeline: Any, examples: str | Path | None = None, workdir: str |
     service = DemoService(pipeline, workdir)
     readable = [(path, thumb) for path in example_files(examples) for thumb in thumbnails([path])]
     gallery = [(thumb, name) for _, (thumb, name) in readable]
-    config = getattr(pipeline, "config", None)
     with gr.Blocks(title=layout.TITLE, analytics_enabled=False) as blocks:
         gr.HTML(header_html(DISCLAIMER, layout.SUBTITLE), padding=False)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=270):
-                parts = layout.inputs(gallery, int(getattr(config, "num_beams", 1) or 1))
+                parts = layout.inputs(gallery, service.default_beams)
             parts |= layout.main_panels()
         parts |= layout.tabs(service.default_prompts)
         c = SimpleNamespace(**parts, state=gr.State(None), focus=gr.State(None), corner=gr.State(None))

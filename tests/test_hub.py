@@ -117,3 +117,9 @@ def test_full_model_from_local_endpoint_via_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(data["regions"]) == 29 and list(data["labels"]) == ["edema"]
+    # The model card came down with the weights and parses as a hub card with crrg's metadata.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "hf" / "hub" / "models--crrg--tiny" / "snapshots" / COMMIT / "README.md")
+    assert card.data.library_name == "crrg" and card.data.license == "other"
+    assert card.data.license_link == "LICENSE.md" and (tmp_path / "repo" / "LICENSE.md").is_file()

@@ -129,7 +129,7 @@ def test_parse_prompts() -> None:
 def test_save_and_load_round_trip(tmp_path: Path, pipe: Pipeline, image: Path) -> None:
     folder = tmp_path / "m"
     pipe.model.save_pretrained(folder)
-    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md", "LICENSE.md"}
     assert "Research use only" in (folder / "README.md").read_text()
     loaded = crrg.load(folder, device="cpu")
     original = pipe.model.state_dict()

@@ -1,10 +1,13 @@
 """Assemble one model folder from stage outputs: the report model of one run + the CLIP of another.
 
     python -m train.assemble --base runs/default/s3/model --clip runs/default/clip/model --out OUT
+        [--metrics runs/default/eval/metrics.json]
 
 Stages can train in parallel (e.g. CLIP beside the detector); this copies the CLIP weights and
 config into the base model and writes a hub-style folder (config.json + fp16 model.safetensors +
-README.md). An existing OUT/README.md (a hand-written model card) is kept.
+README.md + LICENSE.md). The card's front matter (licence, tags, and with ``--metrics`` or an
+existing OUT/metrics.json the held-out results as ``model-index``) comes from :mod:`crrg.card`;
+an existing OUT/README.md (a hand-written model card) keeps its body.
 
 ``--clip-fusion on`` turns on :mod:`crrg.fusion` with a fresh (zero, so inactive) fusion MLP,
 to start stage 2 from a detector + a trained CLIP; ``off`` removes it. A trained fusion is tied
@@ -27,9 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 def assemble(base: Path, clip: Path | None, out: Path, variant: str | None = None,
-             clip_fusion: bool | None = None, settings: dict[str, Any] | None = None) -> CRRGModel:
+             clip_fusion: bool | None = None, settings: dict[str, Any] | None = None,
+             metrics: Path | dict[str, Any] | None = None) -> CRRGModel:
     """``settings``: inference-time config changes, ``{"detector__box_vote_iou": 0.5}``
-    (:func:`crrg.model.replace`); fields that change weight shapes are refused."""
+    (:func:`crrg.model.replace`); fields that change weight shapes are refused. ``metrics``: a
+    ``train.evaluate`` metrics.json (or dict) of these weights, copied to OUT/metrics.json and
+    put on the card."""
     model = CRRGModel.from_pretrained(str(base))
     if settings:
         config = replace(model.config, **settings)
@@ -51,7 +57,7 @@ def assemble(base: Path, clip: Path | None, out: Path, variant: str | None = Non
         model.fusion = ClipFusion(model.config.clip.embed_dim, model.config.detector.feature_dim) if clip_fusion else None
     if variant:
         model.config = dataclasses.replace(model.config, variant=variant)
-    model.save_pretrained(out)
+    model.save_pretrained(out, metrics=metrics)
     sizes = model.num_parameters()
     logger.info("assembled %s (%.1f M parameters: %s)", out, sum(sizes.values()) / 1e6,
                 ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in sizes.items()))
@@ -66,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", default=None, help="name recorded in config.json")
     parser.add_argument("--clip-fusion", choices=("on", "off"), default=None,
                         help="turn the CLIP -> region-feature fusion on (fresh) or off")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="train.evaluate metrics.json of the assembled weights (model card eval results)")
     parser.add_argument("--set", action="append", default=[], metavar="PART.FIELD=JSON",
                         help="inference setting, e.g. detector.box_vote_iou=0.5 (repeatable)")
     args = parser.parse_args(argv)
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             parser.error(f"--set needs KEY=VALUE, got {item!r}")
         settings[key.replace(".", "__")] = json.loads(value)
-    assemble(args.base, args.clip, args.out, args.variant, fusion, settings)
+    assemble(args.base, args.clip, args.out, args.variant, fusion, settings, args.metrics)
 
 
 if __name__ == "__main__":
