@@ -1,4 +1,6 @@
-"""Command line: ``python -m crrg init DIR`` and ``python -m crrg report IMAGE ... [--json]``."""
+"""Command line: ``python -m crrg init DIR`` and
+``python -m crrg report INPUT ... [--json] [--out FILE.jsonl|DIR/] [--csv FILE] [--batch-size N]``
+(batched, resumable, sharded under torchrun: :mod:`crrg.batch`)."""
 
 from __future__ import annotations
 
@@ -48,9 +50,9 @@ def _load_pipeline(weights: str | None):
 
 
 def _report(args: argparse.Namespace) -> int:
+    from crrg.batch import run_reports
     from crrg.hub import WeightsNotFoundError
-    from crrg.images import ImageError
-    from crrg.pipeline import parse_prompts
+    from crrg.prompts import parse_prompts
 
     try:
         pipe = _load_pipeline(args.weights)
@@ -60,19 +62,31 @@ def _report(args: argparse.Namespace) -> int:
     prompts = None if args.prompts is None else parse_prompts(args.prompts)
     regions = parse_prompts(args.regions) if args.regions else None
     box = [float(v) for v in args.box.split(",")] if args.box else None
-    failures = 0
-    for image in args.images:
-        try:
-            result = pipe(image, prompts=prompts, regions=regions, box=box, num_beams=args.beams)
-        except (ImageError, FileNotFoundError, ValueError) as err:
-            failures += 1
-            print(f"error: {image}: {err}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"image": str(image), "error": str(err), "disclaimer": DISCLAIMER}))
-            continue
-        print(result.to_json_line() if args.json else _human(result))
+
+    def show(record: dict, result) -> None:
+        if result is None:
+            print(f"error: {record['image']}: {record['error']}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(record))
+        elif result is not None and args.out is None:
+            print(_human(result))
         sys.stdout.flush()
-    return 1 if failures else 0
+
+    try:
+        summary = run_reports(pipe, args.images, out=args.out, batch_size=args.batch_size,
+                              workers=args.workers, prompts=prompts, regions=regions, box=box,
+                              num_beams=args.beams, csv_path=args.csv, progress=args.progress,
+                              on_record=show)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        print(f"{summary.written} reports, {summary.failed} failed, {summary.skipped} already in "
+              f"{summary.out} (of {summary.total} images)", file=sys.stderr)
+    if summary.total == 0:
+        print("error: no images found in " + ", ".join(args.images), file=sys.stderr)
+        return 1
+    return 1 if summary.failed else 0
 
 
 def _human(result) -> str:
@@ -96,14 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--variant", default="default", help="model variant (crrg/configs/crrg_*.json)")
     init.add_argument("--seed", type=int, default=0)
     init.set_defaults(func=_init)
-    rep = sub.add_parser("report", help="write reports for images")
-    rep.add_argument("images", nargs="+")
+    rep = sub.add_parser("report", help="write reports for images, folders or glob patterns")
+    rep.add_argument("images", nargs="+", metavar="INPUT",
+                     help="image files (PNG/JPEG/TIFF/WebP/DICOM), folders (searched recursively) or "
+                     "glob patterns such as 'scans/**/*.dcm'")
     rep.add_argument("--weights", help="local folder or hub repo id (default: embedded assets/crrg-default)")
     rep.add_argument("--prompts", help='comma-separated zero-shot labels, e.g. "pneumonia,cardiomegaly"')
     rep.add_argument("--regions", help="comma-separated region names: write sentences for exactly these")
     rep.add_argument("--box", help="x1,y1,x2,y2 in image pixels: write a sentence for this box")
     rep.add_argument("--beams", type=int, default=None, help="beam search width (default: the model's)")
     rep.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    rep.add_argument("--out", help="write JSON lines to this file (or DIR/ -> DIR/part-RANK.jsonl); a rerun "
+                     "skips the images already in it and appends the rest")
+    rep.add_argument("--csv", help="also write a one-row-per-image summary CSV")
+    rep.add_argument("--batch-size", type=int, default=8,
+                     help="images per detector/CLIP pass and per generate call (default 8; 1 = one at a time)")
+    rep.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                     help="DataLoader worker processes decoding images (0 = in this process)")
+    rep.add_argument("--progress", action="store_true",
+                     help="show the progress bar even when stderr is not a terminal")
     rep.set_defaults(func=_report)
     return parser
 

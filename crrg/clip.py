@@ -347,23 +347,36 @@ class CXRClip(nn.Module):
 
     @torch.no_grad()
     def region_scores(self, images: Tensor, boxes: Tensor, detected: Tensor, labels: Sequence[str],
-                      templates: Sequence[str] | None = None) -> Tensor:
-        """How well each region matches each label's positive prompt: logits [L, R].
+                      templates: Sequence[str] | None = None, crop_batch: int | None = None) -> Tensor:
+        """How well each region matches each label's positive prompt: logits [L, R] or [B, L, R].
 
-        ``images`` [1, 1, S, S]; ``boxes`` [R, 4] xyxy pixels of that tensor (R = 29 regions);
-        ``detected`` [R] bool. Score = ``logit_scale`` x cosine(region crop, prompt); undetected
-        regions get ``-inf``.
+        One image: ``images`` [1, 1, S, S], ``boxes`` [R, 4] xyxy pixels of that tensor (R = 29
+        regions), ``detected`` [R] bool -> [L, R]. A batch: ``images`` [B, 1, S, S], ``boxes``
+        [B, R, 4], ``detected`` [B, R] -> [B, L, R]; the crops of all images are encoded together,
+        ``crop_batch`` crops per image-tower pass (``None``: all at once). Score = ``logit_scale`` x
+        cosine(region crop, prompt); undetected regions get ``-inf``.
         """
-        if images.ndim != 4 or images.shape[:2] != (1, 1):
-            raise ValueError(f"expected one image [1, 1, S, S], got {tuple(images.shape)}")
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or detected.shape != boxes.shape[:1]:
-            raise ValueError(f"expected boxes [R, 4] and detected [R], got {tuple(boxes.shape)} "
-                             f"and {tuple(detected.shape)}")
+        single = boxes.ndim == 2
+        if single:
+            if images.ndim != 4 or images.shape[:2] != (1, 1):
+                raise ValueError(f"expected one image [1, 1, S, S], got {tuple(images.shape)}")
+            boxes, detected = boxes[None], detected[None]
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(f"expected images [B, 1, S, S], got {tuple(images.shape)}")
+        if (boxes.ndim != 3 or boxes.shape[2] != 4 or boxes.shape[0] != images.shape[0]
+                or detected.shape != boxes.shape[:2]):
+            raise ValueError(f"expected boxes [R, 4] and detected [R] (one image) or [B, R, 4] and "
+                             f"[B, R], got {tuple(boxes.shape)} and {tuple(detected.shape)}")
         text = self.prompt_features(labels, [self.config.positive], templates)[0]  # [L, E]
-        scores = torch.full((len(labels), boxes.shape[0]), -torch.inf, device=text.device)  # [L, R]
-        index = detected.to(torch.bool).nonzero().flatten()  # [K]
-        if index.numel():
-            crops = self.crop_regions(images, boxes[index].to(images.device))  # [K, 1, s, s]
-            regions = F.normalize(self.model.encode_image(crops), dim=-1)  # [K, E] at crop size
-            scores[:, index] = self.logit_scale() * text @ regions.T  # [L, K]
-        return scores
+        batch, regions = boxes.shape[:2]
+        scores = torch.full((batch, len(labels), regions), -torch.inf, device=text.device)  # [B, L, R]
+        detected = detected.to(torch.bool)
+        image_index, region_index = detected.nonzero(as_tuple=True)  # [K], [K] image-major
+        if image_index.numel():
+            crops = torch.cat([self.crop_regions(images[b:b + 1], boxes[b][detected[b]].to(images.device))
+                               for b in range(batch) if detected[b].any()])  # [K, 1, s, s]
+            step = crops.shape[0] if crop_batch is None else max(1, crop_batch)
+            features = torch.cat([self.model.encode_image(chunk) for chunk in crops.split(step)])
+            features = F.normalize(features, dim=-1)  # [K, E] at crop size
+            scores[image_index, :, region_index] = (self.logit_scale() * text @ features.T).T  # [K, L]
+        return scores[0] if single else scores

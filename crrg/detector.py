@@ -277,7 +277,21 @@ class RegionDetector(nn.Module):
         if self.training:
             losses, _, _ = self._train_losses(images, targets)
             return losses
-        image_list, feature_maps = self._backbone(images)
+        return self.infer(images)
+
+    def infer(self, images: Tensor, backbone_batch: int | None = None) -> DetectorOutput:
+        """Eval-mode detection of a batch [B, 1, S, S]; the backbone sees ``backbone_batch`` images
+        per pass (``None``: all), the RPN and the heads the whole batch. On CPU small backbone
+        passes are faster per image (their activations stay in cache); the output is the same."""
+        self._check_images(images)
+        step = images.shape[0] if backbone_batch is None else max(1, backbone_batch)
+        if step >= images.shape[0]:
+            image_list, feature_maps = self._backbone(images)
+        else:
+            parts = [self.backbone(chunk) for chunk in images.split(step)]
+            feature_maps = OrderedDict((k, torch.cat([p[k] for p in parts])) for k in parts[0])
+            size = (int(images.shape[-2]), int(images.shape[-1]))
+            image_list = ImageList(images, [size] * images.shape[0])
         proposals, _ = self.rpn(image_list, feature_maps)
         return self._regions(feature_maps, proposals, image_list.image_sizes[0])
 

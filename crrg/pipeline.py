@@ -19,6 +19,7 @@ import torch
 
 from crrg.images import load_image, preprocess
 from crrg.model import CRRGModel
+from crrg.prompts import parse_prompts
 from crrg.regions import NUM_REGIONS, REGIONS, region_index
 from crrg.report import assemble_report
 from crrg.types import BoxSentence, RegionResult, ReportResult
@@ -30,16 +31,33 @@ ImageInput = Any  # path, bytes, file-like, PIL image or numpy array (see crrg.i
 
 @dataclass
 class _Regions:
-    """Per-region tensors of one image (index = crrg.regions order)."""
+    """Per-region tensors of a batch of B images (region axis = crrg.regions order)."""
 
-    boxes: torch.Tensor  # [29, 4] tensor pixels
-    scores: torch.Tensor  # [29]
-    detected: torch.Tensor  # [29] bool
-    features: torch.Tensor  # [29, D]
-    selection: torch.Tensor  # [29] probability
-    abnormal: torch.Tensor  # [29] probability
+    boxes: torch.Tensor  # [B, 29, 4] tensor pixels
+    scores: torch.Tensor  # [B, 29]
+    detected: torch.Tensor  # [B, 29] bool
+    features: torch.Tensor  # [B, 29, D]
+    selection: torch.Tensor  # [B, 29] probability
+    abnormal: torch.Tensor  # [B, 29] probability
     feature_maps: Any
-    embedding: torch.Tensor | None = None  # [1, E] CLIP image embedding (clip_fusion models)
+    embedding: torch.Tensor | None = None  # [B, E] CLIP image embedding (clip_fusion models)
+
+    def maps_of(self, b: int) -> Any:
+        """The backbone maps of image ``b`` alone (for a drawn box)."""
+        return type(self.feature_maps)((k, v[b:b + 1]) for k, v in self.feature_maps.items())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One decoded, preprocessed image: what :meth:`Pipeline.batch` consumes (a DataLoader can
+    make these in worker processes, see :mod:`crrg.batch`)."""
+
+    source: str
+    width: int
+    height: int
+    tensor: torch.Tensor  # [1, S, S] normalised
+    geometry: Any  # crrg.images.Geometry
+    preprocess_s: float = 0.0
 
 
 class _Timer:
@@ -53,27 +71,44 @@ class _Timer:
         self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
-def parse_prompts(prompts: str | Sequence[str] | None) -> list[str]:
-    """Comma-separated string or list -> unique, stripped, non-empty prompts (order kept)."""
-    if prompts is None:
-        return []
-    items = prompts.split(",") if isinstance(prompts, str) else list(prompts)
-    return list(dict.fromkeys(p.strip() for p in items if p and p.strip()))
+def prepare(image: ImageInput, size: int) -> Prepared:
+    """Decode and preprocess one image (raises :class:`crrg.images.ImageError` on a bad input)."""
+    start = time.perf_counter()
+    loaded = load_image(image)
+    tensor, geometry = preprocess(loaded, size=size)
+    return Prepared(loaded.source, loaded.width, loaded.height, tensor, geometry,
+                    time.perf_counter() - start)
 
 
 class Pipeline:
-    """Callable inference pipeline over a loaded :class:`CRRGModel` (CPU or CUDA)."""
+    """Callable inference pipeline over a loaded :class:`CRRGModel` (CPU or CUDA).
+
+    ``pipe(image)`` is ``pipe.batch([image])[0]``: one code path, so a batch gives the same
+    reports as single images (probabilities equal up to float rounding).
+    """
+
+    #: images per backbone pass and region crops per CLIP image-tower pass inside a batch: on a
+    #: CPU, small passes keep activations in cache and are faster per image than one big pass
+    #: (the outputs are the same); ``None`` = all at once.
+    backbone_batch: int | None = 2
+    crop_batch: int | None = 16
 
     def __init__(self, model: CRRGModel, device: str | torch.device | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.config = model.config
+        # channels-last convolutions are ~20 % faster on CPU (oneDNN) for both conv towers;
+        # outputs agree to ~1e-6, and the weights are unchanged (save_pretrained makes them contiguous)
+        for tower in (self.model.detector.backbone, self.model.clip.model.visual):
+            tower.to(memory_format=torch.channels_last)
 
     @property
     def default_prompts(self) -> list[str]:
         return list(self.config.prompts)
 
-    @torch.inference_mode()
+    def prepare(self, image: ImageInput) -> Prepared:
+        return prepare(image, self.config.image_size)
+
     def __call__(
         self,
         image: ImageInput,
@@ -88,29 +123,57 @@ class Pipeline:
         regions: write sentences for exactly these region names (RGRG interactive mode).
         box: (x1, y1, x2, y2) in original pixels -> a sentence for that box.
         """
+        return self.batch([image], prompts=prompts, regions=regions, box=box, num_beams=num_beams)[0]
+
+    @torch.inference_mode()
+    def batch(
+        self,
+        images: Sequence[ImageInput | Prepared],
+        prompts: str | Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+        box: Sequence[float] | None = None,
+        num_beams: int | None = None,
+    ) -> list[ReportResult]:
+        """Reports for several images: one detector and CLIP pass over the batch, and the
+        sentences of every image decoded in one ``generate`` call. Arguments as :meth:`__call__`
+        (``box`` applies to every image). The ``timings`` of each result are its share of the
+        batch (stage time / B), plus its own decoding in ``preprocess``."""
+        if not images:
+            return []
+        if box is not None and (len(box) != 4 or not (box[2] > box[0] and box[3] > box[1])):
+            raise ValueError(f"box must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {tuple(box)}")
         timer = _Timer()
+        prepared = [item if isinstance(item, Prepared) else self.prepare(item) for item in images]
+        count = len(prepared)
         with timer("preprocess"):
-            loaded = load_image(image)
-            tensor, geometry = preprocess(loaded, size=self.config.image_size)
-            batch = tensor.unsqueeze(0).to(self.device)  # [1, 1, S, S]
+            batch = torch.stack([p.tensor for p in prepared]).to(self.device)  # [B, 1, S, S]
         with timer("detect"):
             found = self._detect(batch)
-        chosen = self._choose(found, regions)
+        chosen = self._choose(found, regions)  # [B, 29]
         beams = num_beams or self.config.num_beams
         with timer("generate"):
-            sentences = self._generate(found.features[chosen], beams) if chosen.any() else []
-            box_sentence = self._box_sentence(found, geometry, box, beams) if box is not None else None
+            index = chosen.nonzero()  # [K, 2] (image, region), image-major
+            texts = self._generate(found.features[chosen], beams) if len(index) else []
+            box_sentences = [self._box_sentence(found, b, p.geometry, box, beams) if box is not None else None
+                             for b, p in enumerate(prepared)]
         with timer("report"):
-            written = dict(zip([REGIONS[i] for i in chosen.nonzero().flatten().tolist()], sentences))
-            report, _ = assemble_report(list(written.items()))
+            written: list[dict[str, str]] = [{} for _ in prepared]
+            for (b, r), text in zip(index.tolist(), texts):
+                written[b][REGIONS[r]] = text
+            reports = [assemble_report(list(w.items()))[0] for w in written]
         labels, label_regions = self._labels(batch, found, prompts, timer)
-        region_results = self._region_results(found, geometry, chosen, written)
-        timer.times["total"] = sum(timer.times.values())
-        return ReportResult(
-            image=loaded.source, width=loaded.width, height=loaded.height,
-            regions=region_results, report=report, labels=labels, label_regions=label_regions,
-            box_sentence=box_sentence, timings=dict(timer.times),
-        )
+        shared = {name: seconds / count for name, seconds in timer.times.items()}
+        results = []
+        for b, item in enumerate(prepared):
+            times = dict(shared, preprocess=shared["preprocess"] + item.preprocess_s)
+            times["total"] = sum(times.values())
+            results.append(ReportResult(
+                image=item.source, width=item.width, height=item.height,
+                regions=self._region_results(found, b, item.geometry, chosen[b], written[b]),
+                report=reports[b], labels=labels[b], label_regions=label_regions[b],
+                box_sentence=box_sentences[b], timings=times,
+            ))
+        return results
 
     def classify(self, image: ImageInput, prompts: str | Sequence[str] | None = None) -> dict[str, float]:
         """Zero-shot label probabilities only (no detection, no report)."""
@@ -120,77 +183,84 @@ class Pipeline:
             probs = self.model.clip.zero_shot(tensor.unsqueeze(0).to(self.device), labels)[0]
         return {label: float(p) for label, p in zip(labels, probs.tolist())}
 
-    # --- stages ---------------------------------------------------------------------------
+    # --- stages (batched: B images) ---------------------------------------------------------
 
     def _detect(self, batch: torch.Tensor) -> _Regions:
-        out = self.model.detector(batch)
-        embedding = self.model.clip.encode_image(batch) if self.model.fusion is not None else None
-        fused = self.model.region_features(batch, out.features, embedding)  # [1, 29, D]
-        selection = torch.sigmoid(self.model.selection(fused))[0]  # [29]
-        abnormal = torch.sigmoid(self.model.abnormality(fused))[0]  # [29]
-        detected = out.detected[0]
+        out = self.model.detector.infer(batch, backbone_batch=self.backbone_batch)
+        embedding = None
+        if self.model.fusion is not None:
+            embedding = torch.cat([self.model.clip.encode_image(chunk) for chunk in batch.split(self.backbone_batch or len(batch))])
+        fused = self.model.region_features(batch, out.features, embedding)  # [B, 29, D]
+        selection = torch.sigmoid(self.model.selection(fused))  # [B, 29]
+        abnormal = torch.sigmoid(self.model.abnormality(fused))  # [B, 29]
         return _Regions(
-            boxes=out.boxes[0], scores=out.scores[0], detected=detected, features=fused[0],
-            selection=selection * detected, abnormal=abnormal * detected, feature_maps=out.feature_maps,
-            embedding=embedding,
+            boxes=out.boxes, scores=out.scores, detected=out.detected, features=fused,
+            selection=selection * out.detected, abnormal=abnormal * out.detected,
+            feature_maps=out.feature_maps, embedding=embedding,
         )
 
     def _choose(self, found: _Regions, regions: Sequence[str] | None) -> torch.Tensor:
-        """[29] bool: regions that get a sentence (never an undetected one)."""
+        """[B, 29] bool: regions that get a sentence (never an undetected one)."""
         if regions is None:
             return self.model.select_regions(found.selection, found.detected)
-        chosen = torch.zeros(NUM_REGIONS, dtype=torch.bool, device=found.detected.device)
+        wanted = torch.zeros(NUM_REGIONS, dtype=torch.bool, device=found.detected.device)
         for name in regions:
-            chosen[region_index(name)] = True
-        missing = [REGIONS[i] for i in (chosen & ~found.detected).nonzero().flatten().tolist()]
+            wanted[region_index(name)] = True
+        missing = sorted({REGIONS[i] for i in (wanted & ~found.detected).nonzero()[:, 1].tolist()})
         if missing:
             logger.info("requested regions not detected, no sentence: %s", ", ".join(missing))
-        return chosen & found.detected
+        return wanted & found.detected
 
     def _generate(self, features: torch.Tensor, beams: int) -> list[str]:
         return self.model.decoder.generate(features, num_beams=beams)
 
-    def _box_sentence(self, found: _Regions, geometry: Any, box: Sequence[float], beams: int) -> BoxSentence:
-        if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
-            raise ValueError(f"box must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {tuple(box)}")
+    def _box_sentence(self, found: _Regions, b: int, geometry: Any, box: Sequence[float],
+                      beams: int) -> BoxSentence:
         original = torch.tensor([list(map(float, box))])
         scaled = torch.as_tensor(geometry.to_tensor(original), dtype=torch.float32).to(self.device)
-        feature = self.model.detector.box_features(found.feature_maps, [scaled])  # [1, D]
-        feature = self.model.region_features(None, feature.unsqueeze(0), found.embedding)[0]  # [1, D]
+        feature = self.model.detector.box_features(found.maps_of(b), [scaled])  # [1, D]
+        embedding = None if found.embedding is None else found.embedding[b:b + 1]
+        feature = self.model.region_features(None, feature.unsqueeze(0), embedding)[0]  # [1, D]
         sentence = self.model.decoder.generate(feature, num_beams=beams)[0]
         abnormal = torch.sigmoid(self.model.abnormality.score_any(feature))[0]
         return BoxSentence(box=tuple(float(v) for v in original[0].tolist()), sentence=sentence,
                            abnormal_prob=float(abnormal))
 
     def _labels(self, batch: torch.Tensor, found: _Regions, prompts: Any, timer: _Timer
-                ) -> tuple[dict[str, float], dict[str, str | None]]:
+                ) -> tuple[list[dict[str, float]], list[dict[str, str | None]]]:
+        count = batch.shape[0]
         labels = self.default_prompts if prompts is None else parse_prompts(prompts)
         if not labels:
-            return {}, {}
+            return [{} for _ in range(count)], [{} for _ in range(count)]
         with timer("clip"):
-            probs = self.model.clip.zero_shot(batch, labels, image_features=found.embedding)[0]  # [L]
-            scores = self.model.clip.region_scores(batch, found.boxes, found.detected, labels)  # [L, 29]
-        best: dict[str, str | None] = {}
-        for label, row in zip(labels, scores):
-            valid = torch.isfinite(row)
-            best[label] = REGIONS[int(torch.where(valid, row, -torch.inf).argmax())] if valid.any() else None
-        return {label: float(p) for label, p in zip(labels, probs.tolist())}, best
+            probs = self.model.clip.zero_shot(batch, labels, image_features=found.embedding)  # [B, L]
+            scores = self.model.clip.region_scores(batch, found.boxes, found.detected, labels,
+                                                   crop_batch=self.crop_batch)  # [B, L, 29]
+        valid = torch.isfinite(scores)
+        best = torch.where(valid, scores, -torch.inf).argmax(dim=-1).tolist()  # [B, L]
+        any_valid = valid.any(dim=-1).tolist()  # [B, L]
+        out_probs, out_regions = [], []
+        for b, row in enumerate(probs.tolist()):
+            out_probs.append(dict(zip(labels, map(float, row))))
+            out_regions.append({label: REGIONS[best[b][i]] if any_valid[b][i] else None
+                                for i, label in enumerate(labels)})
+        return out_probs, out_regions
 
-    def _region_results(self, found: _Regions, geometry: Any, chosen: torch.Tensor,
+    def _region_results(self, found: _Regions, b: int, geometry: Any, chosen: torch.Tensor,
                         written: dict[str, str]) -> tuple[RegionResult, ...]:
-        boxes = torch.as_tensor(geometry.to_original(found.boxes.cpu())).tolist()
+        boxes = torch.as_tensor(geometry.to_original(found.boxes[b].cpu())).tolist()
+        detected, scores = found.detected[b].tolist(), found.scores[b].tolist()
+        selection, abnormal, chosen_ = found.selection[b].tolist(), found.abnormal[b].tolist(), chosen.tolist()
         results = []
         for i, name in enumerate(REGIONS):
-            detected = bool(found.detected[i])
-            abnormal = float(found.abnormal[i])
             results.append(RegionResult(
                 name=name,
-                box=tuple(boxes[i]) if detected else None,
-                score=float(found.scores[i]),
-                selection_prob=float(found.selection[i]) if detected else None,
-                abnormal_prob=abnormal if detected else None,
-                selected=bool(chosen[i]),
-                abnormal=detected and abnormal > self.config.abnormal_threshold,
+                box=tuple(boxes[i]) if detected[i] else None,
+                score=float(scores[i]),
+                selection_prob=float(selection[i]) if detected[i] else None,
+                abnormal_prob=float(abnormal[i]) if detected[i] else None,
+                selected=bool(chosen_[i]),
+                abnormal=bool(detected[i]) and abnormal[i] > self.config.abnormal_threshold,
                 sentence=written.get(name),
             ))
         return tuple(results)

@@ -1,0 +1,194 @@
+"""Batch reports (crrg.batch, ``python -m crrg report INPUT... --out``): discovery, resume,
+errors, CSV, batch == single image, and torchrun sharding with 2 CPU processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crrg.batch import JsonlLog, discover, output_file, shard
+from demo.testing import write_dicom
+from pipeline_fixture import chest_like_png, tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "crrg", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**ENV, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("w") / "tiny"
+    tiny_model().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    """scans/ with 4 good images (PNG, JPEG, DICOM without extension, nested) and a bad PNG."""
+    from PIL import Image
+
+    root = tmp_path / "scans"
+    (root / "b" / "deep").mkdir(parents=True)
+    chest_like_png(root / "a.png", seed=1)
+    Image.open(chest_like_png(tmp_path / "tmp.png", seed=2)).save(root / "b" / "c.jpg")
+    write_dicom(root / "b" / "deep" / "IM0001", seed=3)  # DICOM found by content
+    chest_like_png(root / "b" / "deep" / "z.png", size=(200, 260), seed=4)
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is cut short")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_discover_folders_globs_files_in_a_stable_order(folder: Path, tmp_path: Path) -> None:
+    found = discover([folder])
+    names = [Path(p).relative_to(folder).as_posix() for p in found]
+    assert names == ["a.png", "b/broken.png", "b/c.jpg", "b/deep/IM0001", "b/deep/z.png"]
+    assert discover([str(folder / "**" / "*.png")]) == [str(folder / "a.png"), str(folder / "b" / "broken.png"),
+                                                         str(folder / "b" / "deep" / "z.png")]
+    # an explicit file is taken as given (even a text file: it gets an error line), a missing one too
+    missing = str(tmp_path / "nope.png")
+    assert discover([folder / "notes.txt", missing, folder / "a.png", folder]) == [
+        str(folder / "notes.txt"), missing, str(folder / "a.png"), *[p for p in found if p != str(folder / "a.png")]]
+
+
+def test_shards_are_disjoint_and_cover_every_input() -> None:
+    paths = [f"{i}.png" for i in range(11)]
+    parts = [shard(paths, rank, 3) for rank in range(3)]
+    assert sorted(sum(parts, [])) == sorted(paths)
+    assert sum(len(p) for p in parts) == len(paths)
+    with pytest.raises(ValueError):
+        shard(paths, 3, 3)
+
+
+def test_output_file_for_a_folder_and_for_several_ranks(tmp_path: Path) -> None:
+    assert output_file(f"{tmp_path}/out/", 1, 2) == tmp_path / "out" / "part-1.jsonl"
+    assert output_file(tmp_path, 0, 1) == tmp_path / "part-0.jsonl"
+    assert output_file(tmp_path / "r.jsonl", 0, 1) == tmp_path / "r.jsonl"
+    with pytest.raises(ValueError, match="folder"):
+        output_file(tmp_path / "r.jsonl", 0, 2)
+
+
+def test_log_drops_a_cut_last_line_and_error_lines(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "report": "x"}) + "\n"
+                    + json.dumps({"image": "bad.png", "error": "unreadable"}) + "\n"
+                    + '{"image": "b.png", "repo')  # the process died mid-line
+    log = JsonlLog(path)
+    assert log.done == {"a.png"}
+    log.write({"image": "c.png", "report": "y"})
+    log.close()
+    assert [r["image"] for r in JsonlLog(path).records()] == ["a.png", "c.png"]
+
+
+def test_out_resume_errors_and_csv(folder: Path, weights: Path, tmp_path: Path) -> None:
+    out, table = tmp_path / "reports.jsonl", tmp_path / "reports.csv"
+    args = ["report", str(folder), "--weights", str(weights), "--out", str(out), "--csv", str(table),
+            "--prompts", "pneumonia,nodule", "--batch-size", "2"]
+    first = _cli(*args)
+    assert first.returncode == 1, first.stderr  # broken.png failed, the others were written
+    assert "broken.png" in first.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["image"]).name for r in records] == ["a.png", "broken.png", "c.jpg", "IM0001", "z.png"]
+    good = [r for r in records if "error" not in r]
+    assert len(good) == 4 and all(len(r["regions"]) == 29 and set(r["labels"]) == {"pneumonia", "nodule"}
+                                  for r in good)
+    assert next(r for r in good if r["image"].endswith("z.png"))[("width")] == 200
+    rows = list(csv.DictReader(table.open()))
+    assert [Path(r["image"]).name for r in rows] == [Path(r["image"]).name for r in records]
+    assert set(rows[0]) == {"image", "report", "selected_regions", "label:pneumonia", "label:nodule", "error"}
+    assert float(rows[0]["label:pneumonia"]) == pytest.approx(good[0]["labels"]["pneumonia"])
+    assert rows[1]["error"] and not rows[0]["error"]
+
+    chest_like_png(folder / "new.png", seed=7)  # one more image, the broken one still broken
+    second = _cli(*args)
+    assert second.returncode == 1
+    assert "4 already in" in second.stderr and "1 reports, 1 failed" in second.stderr
+    again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["image"] for r in again[:4]] == [r["image"] for r in good]  # kept as they were
+    assert sorted(Path(r["image"]).name for r in again[4:]) == ["broken.png", "new.png"]
+    assert len({r["image"] for r in again}) == len(again) == 6  # each image once
+    assert len(list(csv.DictReader(table.open()))) == 6
+
+    (folder / "b" / "broken.png").unlink()
+    third = _cli(*args)
+    assert third.returncode == 0, third.stderr
+    assert "0 reports, 0 failed, 5 already in" in third.stderr
+
+
+def test_batch_gives_the_same_reports_as_single_images(folder: Path, weights: Path) -> None:
+    import crrg
+
+    pipe = crrg.load(weights)
+    images = [p for p in discover([folder]) if "broken" not in p]
+    batched = pipe.batch(images, prompts="pneumonia,nodule,edema")
+    single = [pipe(p, prompts="pneumonia,nodule,edema") for p in images]
+    _assert_same(batched, single)
+
+
+def test_the_embedded_model_batched_equals_single(data_dir: Path) -> None:
+    import crrg
+
+    weights = ROOT / "assets" / "crrg-default"
+    if not (weights / "model.safetensors").is_file():
+        pytest.skip("embedded weights assets/crrg-default not present")
+    sources = ["jsrt_scr/images/*.jpg", "covid_radiography/COVID/*", "kermany_pneumonia/test/PNEUMONIA/*",
+               "covid_lung_boxes/images/*"]
+    images = [p for pattern in sources for p in discover([str(data_dir / pattern)])[:2]]
+    assert len(images) == 8
+    pipe = crrg.load(weights)
+    batched = pipe.batch(images)
+    single = [pipe(p) for p in images]
+    _assert_same(batched, single)
+    assert len({r.report for r in batched}) > 1  # the images really differ
+
+
+def _assert_same(batched, single) -> None:
+    assert len(batched) == len(single)
+    for a, b in zip(batched, single):
+        assert a.image == b.image and a.report == b.report
+        assert [r.sentence for r in a.regions] == [r.sentence for r in b.regions]
+        assert [r.selected for r in a.regions] == [r.selected for r in b.regions]
+        assert a.label_regions == b.label_regions
+        for key in b.labels:
+            assert a.labels[key] == pytest.approx(b.labels[key], abs=1e-4)
+        for ra, rb in zip(a.regions, b.regions):
+            assert (ra.box is None) == (rb.box is None)
+            if ra.box is not None:
+                assert ra.box == pytest.approx(rb.box, abs=1e-2)
+                assert ra.selection_prob == pytest.approx(rb.selection_prob, abs=1e-4)
+                assert ra.abnormal_prob == pytest.approx(rb.abnormal_prob, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_shard_and_resume(folder: Path, weights: Path, tmp_path: Path) -> None:
+    (folder / "b" / "broken.png").unlink()
+    out = tmp_path / "parts"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+           "-m", "crrg", "report", str(folder), "--weights", str(weights), "--out", f"{out}/",
+           "--batch-size", "2", "--prompts", "pneumonia"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert run.returncode == 0, run.stderr[-3000:]
+    parts = {p.name: [json.loads(line) for line in p.read_text().splitlines()] for p in out.glob("*.jsonl")}
+    assert set(parts) == {"part-0.jsonl", "part-1.jsonl"}
+    images = [r["image"] for lines in parts.values() for r in lines]
+    assert sorted(images) == sorted(discover([folder]))  # every image exactly once
+    assert all(parts.values())  # both ranks did work
+    single = _cli("report", str(folder), "--weights", str(weights), "--json", "--prompts", "pneumonia")
+    expected = {r["image"]: r for r in map(json.loads, single.stdout.splitlines())}
+    for lines in parts.values():
+        for record in lines:
+            assert record["report"] == expected[record["image"]]["report"]
+            assert record["labels"]["pneumonia"] == pytest.approx(expected[record["image"]]["labels"]["pneumonia"],
+                                                                  abs=1e-4)
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sum(len(p.read_text().splitlines()) for p in out.glob("*.jsonl")) == len(images)  # nothing redone
