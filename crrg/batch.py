@@ -189,6 +189,8 @@ class ImageFiles:
             return Item(path, prepared=prepare(path, self.size))
         except (ValueError, OSError, TypeError) as err:  # ImageError is a ValueError
             return Item(path, error=str(err))
+        except Exception as err:  # noqa: BLE001 - any decoder failure is this image's error line,
+            return Item(path, error=f"{type(err).__name__}: {err}")  # never the loader's crash
 
 
 def _as_list(items: list[Item]) -> list[Item]:
