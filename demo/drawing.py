@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import colorsys
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from crrg.regions import REGIONS
+from demo.labels_layout import place_labels
 
 DISPLAY_MAX_SIDE = 1024  # px: the overlay is drawn at most this large
 DOWNLOAD_MAX_SIDE = 2048  # px: the matplotlib PNG
@@ -37,6 +39,7 @@ def _palette(n: int) -> tuple[str, ...]:
 
 REGION_COLORS: dict[str, str] = dict(zip(REGIONS, _palette(len(REGIONS)), strict=True))
 USER_BOX_COLOR = "#ffffff"
+ABNORMAL_COLOR = "#ff2d2d"  # frame and warning triangle of an abnormal region's tag
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -66,15 +69,53 @@ def _scaled(box: Box, scale: float) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-def _tag(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour: str, size: int) -> None:
-    """A small filled label with dark text at ``xy`` (top-left), kept inside the image."""
-    font = _font(size)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    w, h = right - left + 6, bottom - top + 4
-    x = min(max(0.0, xy[0]), draw.im.size[0] - w)
-    y = min(max(0.0, xy[1] - h), draw.im.size[1] - h)
-    draw.rectangle((x, y, x + w, y + h), fill=colour)
-    draw.text((x + 3 - left, y + 2 - top), text, fill="#111111", font=font)
+def is_finding(region: Mapping[str, Any]) -> bool:
+    """A detected region the model selected for a sentence or called abnormal (drawn by default)."""
+    return region.get("box") is not None and bool(region.get("selected") or region.get("abnormal"))
+
+
+def visible_regions(regions: Sequence[Mapping[str, Any]], highlight: str | None = None, show_all: bool = False,
+                    show_findings: bool = True, tagged: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """Which detected regions an overlay draws: ``(thick and named, thin without a name)``.
+
+    Thick: the findings (selected or abnormal; unless ``show_findings`` is False), the highlighted
+    region and the ``tagged`` ones. Thin: every other detected region when ``show_all``, else none.
+    Both in the order of ``regions``.
+    """
+    extra = set(tagged) | ({highlight} if highlight else set())
+    thick, thin = [], []
+    for region in regions:
+        if region.get("box") is None:
+            continue
+        if region["name"] in extra or (show_findings and is_finding(region)):
+            thick.append(region["name"])
+        elif show_all:
+            thin.append(region["name"])
+    return thick, thin
+
+
+@dataclass(frozen=True)
+class _Tag:
+    text: str
+    colour: str
+    box: tuple[float, float, float, float]  # display pixels
+    abnormal: bool = False
+    highlighted: bool = False
+
+
+class _TagStyle:
+    """Font and paddings of the name tags at one image size (shared by layout and drawing)."""
+
+    def __init__(self, side: int) -> None:
+        self.font = _font(max(14, side // 44))
+        self.pad_x, self.pad_y = 4, 2
+        self.icon = max(10, self.font.size * 4 // 5)  # the abnormal warning triangle
+
+    def size(self, tag: _Tag) -> tuple[float, float]:
+        left, top, right, bottom = self.font.getbbox(tag.text)
+        ascent, descent = self.font.getmetrics()
+        width = right - left + 2 * self.pad_x + (self.icon + self.pad_x if tag.abnormal else 0)
+        return float(width), float(ascent + descent + 2 * self.pad_y)
 
 
 def draw_regions(
@@ -82,53 +123,90 @@ def draw_regions(
     regions: Sequence[Mapping[str, Any]],
     scale: float,
     highlight: str | None = None,
-    show_unselected: bool = True,
-    show_selected: bool = True,
+    show_all: bool = False,
+    show_findings: bool = True,
     user_box: Box | None = None,
     marker: tuple[float, float] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> np.ndarray:
-    """The display image with region boxes: selected regions thick and tagged, others thin
-    (``show_selected`` / ``show_unselected`` hide either group; highlighted and tagged regions stay).
+    """The display image with region boxes (see :func:`visible_regions` for which).
 
-    ``highlight`` (a region name) is drawn with a tinted fill and a white halo; ``user_box`` (original
-    pixels) is drawn dashed white; ``marker`` (original pixels) is a cross for a pending corner;
-    ``tags`` overrides a region's tag text (e.g. the prompt that matched it best).
+    Findings, the ``highlight`` and the ``tags`` keys are drawn thick in their colour with a name
+    tag (abnormal ones: a red-framed tag with a warning triangle); with ``show_all`` every other
+    detected region is drawn thin, untagged. Tags never overlap (:func:`demo.labels_layout.place_labels`;
+    a tag away from its box gets a leader line). ``highlight`` also gets a tinted fill and a white
+    halo; ``user_box`` (original pixels) is drawn dashed white; ``marker`` (original pixels) is a
+    cross for a pending corner; ``tags`` overrides a region's tag text (e.g. the matching prompt).
     """
     image = Image.fromarray(base).convert("RGBA")
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     side = max(image.size)
-    thin, thick = max(1, side // 600), max(2, side // 240)
-    font_size = max(14, side // 44)
+    thin, thick = max(1, side // 450), max(2, side // 240)
     tags = dict(tags or {})
-    ordered = sorted(regions, key=lambda r: (r["name"] == highlight, r.get("selected", False)))
-    for region in ordered:
-        name, box = region["name"], region.get("box")
-        emphasised = name == highlight or name in tags
-        selected = bool(region.get("selected")) and show_selected
-        if box is None or not (emphasised or selected or (show_unselected and not region.get("selected"))):
-            continue
+    by_name = {r["name"]: r for r in regions}
+    named, plain = visible_regions(regions, highlight, show_all, show_findings, tags)
+    for name in plain:
         rgb = hex_to_rgb(REGION_COLORS.get(name, "#ff0000"))
-        xyxy = _scaled(box, scale)
-        if name == highlight:
-            draw.rectangle(xyxy, fill=(*rgb, 60))
-            draw.rectangle(xyxy, outline=(255, 255, 255, 255), width=thick + 2)
-        if emphasised or selected:
-            draw.rectangle(xyxy, outline=(*rgb, 255), width=thick)
-            colour = REGION_COLORS.get(name, "#ff0000")
-            _tag(draw, (xyxy[0], xyxy[1]), tags.get(name, name), colour, font_size)
-        else:
-            draw.rectangle(xyxy, outline=(*rgb, 150), width=thin)
+        draw.rectangle(_scaled(by_name[name]["box"], scale), outline=(*rgb, 170), width=thin)
+    labels: list[_Tag] = []
     if user_box is not None:
         _dashed_rectangle(draw, _scaled(user_box, scale), USER_BOX_COLOR, thick)
-        _tag(draw, _scaled(user_box, scale)[:2], "your box", USER_BOX_COLOR, font_size)
+        labels.append(_Tag("your box", USER_BOX_COLOR, _scaled(user_box, scale)))
+    for name in sorted(named, key=lambda n: n == highlight):  # the highlighted box on top
+        colour = REGION_COLORS.get(name, "#ff0000")
+        xyxy = _scaled(by_name[name]["box"], scale)
+        if name == highlight:
+            draw.rectangle(xyxy, fill=(*hex_to_rgb(colour), 60))
+            draw.rectangle(xyxy, outline=(255, 255, 255, 255), width=thick + 2)
+        draw.rectangle(xyxy, outline=(*hex_to_rgb(colour), 255), width=thick)
+    # Tags in region order, a highlighted non-finding last: clicking a region does not move the others.
+    for name in sorted(named, key=lambda n: n == highlight and n not in tags and not is_finding(by_name[n])):
+        labels.append(_Tag(tags.get(name, name), REGION_COLORS.get(name, "#ff0000"),
+                           _scaled(by_name[name]["box"], scale), bool(by_name[name].get("abnormal")),
+                           name == highlight))
+    _draw_tags(draw, labels, _TagStyle(side), thin)
     if marker is not None:
         x, y = marker[0] * scale, marker[1] * scale
         arm = max(6, side // 60)
         for dx, dy in ((arm, 0), (0, arm)):
             draw.line((x - dx, y - dy, x + dx, y + dy), fill=(255, 255, 255, 255), width=thick)
     return np.asarray(Image.alpha_composite(image, layer).convert("RGB"))
+
+
+def _draw_tags(draw: ImageDraw.ImageDraw, labels: Sequence[_Tag], style: _TagStyle, line: int) -> None:
+    """Place the tags without overlaps, then draw leader lines first and the tags over them."""
+    sizes = [style.size(tag) for tag in labels]
+    spots = place_labels([tag.box for tag in labels], sizes, draw.im.size, gap=2.0)
+    for tag, spot in zip(labels, spots, strict=True):
+        if spot is not None and spot.leader is not None:
+            (ax, ay), (bx, by) = spot.leader
+            draw.line((ax, ay, bx, by), fill=(*hex_to_rgb(tag.colour), 255), width=max(2, line + 1))
+            draw.ellipse((bx - 3, by - 3, bx + 3, by + 3), fill=(*hex_to_rgb(tag.colour), 255))
+    for tag, spot in zip(labels, spots, strict=True):
+        if spot is not None:
+            _tag(draw, spot.rect, tag, style)
+
+
+def _tag(draw: ImageDraw.ImageDraw, rect: tuple[float, float, float, float], tag: _Tag, style: _TagStyle) -> None:
+    """A filled chip with dark text; abnormal: a red frame and a red warning triangle before the text."""
+    x1, y1, x2, y2 = rect
+    draw.rectangle(rect, fill=tag.colour)
+    if tag.abnormal:
+        draw.rectangle(rect, outline=ABNORMAL_COLOR, width=2)
+    elif tag.highlighted:
+        draw.rectangle(rect, outline="#ffffff", width=2)
+    x = x1 + style.pad_x
+    if tag.abnormal:
+        size, top = style.icon, y1 + (y2 - y1 - style.icon) / 2
+        draw.polygon(((x, top + size), (x + size / 2, top), (x + size, top + size)), fill=ABNORMAL_COLOR)
+        bar = max(1, size // 8)
+        cx = x + size / 2
+        draw.rectangle((cx - bar / 2, top + size * 0.35, cx + bar / 2, top + size * 0.7), fill="#ffffff")
+        draw.rectangle((cx - bar / 2, top + size * 0.78, cx + bar / 2, top + size * 0.9), fill="#ffffff")
+        x += size + style.pad_x
+    left = style.font.getbbox(tag.text)[0]
+    draw.text((x - left, y1 + style.pad_y), tag.text, fill="#111111", font=style.font)
 
 
 def _dashed_rectangle(draw: ImageDraw.ImageDraw, xyxy: Box, colour: str, width: int) -> None:
@@ -144,17 +222,24 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, xyxy: Box, colour: str, width: 
             start += 2 * dash
 
 
-def region_at(regions: Sequence[Mapping[str, Any]], x: float, y: float) -> str | None:
-    """Name of the smallest detected region whose box (original pixels) contains ``(x, y)``."""
-    best: tuple[float, str] | None = None
+def region_at(regions: Sequence[Mapping[str, Any]], x: float, y: float,
+              prefer: Iterable[str] | None = None) -> str | None:
+    """Name of the smallest detected region whose box (original pixels) contains ``(x, y)``.
+
+    With ``prefer`` (e.g. the regions an overlay draws), the smallest of those containing the point
+    wins; only when none does, any detected region may.
+    """
+    preferred = set(prefer) if prefer is not None else None
+    best: tuple[bool, float, str] | None = None
     for region in regions:
         box = region.get("box")
         if box is None or not (box[0] <= x <= box[2] and box[1] <= y <= box[3]):
             continue
-        area = (box[2] - box[0]) * (box[3] - box[1])
-        if best is None or area < best[0]:
-            best = (area, region["name"])
-    return None if best is None else best[1]
+        key = (preferred is not None and region["name"] not in preferred,
+               (box[2] - box[0]) * (box[3] - box[1]), region["name"])
+        if best is None or key[:2] < best[:2]:
+            best = key
+    return None if best is None else best[2]
 
 
 def overlay_png(pixels: np.ndarray, result: Mapping[str, Any], max_side: int = DOWNLOAD_MAX_SIDE) -> bytes:

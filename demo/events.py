@@ -14,7 +14,8 @@ import gradio as gr
 from crrg.images import ImageError
 from crrg.regions import REGIONS
 from demo import views
-from demo.drawing import draw_regions, region_at
+from demo.drawing import draw_regions, region_at, visible_regions
+from demo.loader import ModelNotReadyError
 from demo.service import Analysis, DemoService
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ def user_errors(fn: Callable) -> Callable:
             raise
         except ImageError as err:
             raise gr.Error(str(err), title="Cannot read this image") from err
+        except ModelNotReadyError as err:
+            raise gr.Error(str(err), title="The model is not available") from err
         except (FileNotFoundError, ValueError, KeyError) as err:
             raise gr.Error(str(err), title="Cannot do that") from err
         except Exception as err:  # noqa: BLE001 - the demo must keep serving
@@ -81,7 +84,7 @@ def render_main(c: SimpleNamespace, analysis: Analysis, focus: str | None, show_
     card = views.region_card(_with_extra(analysis), focus)
     return {
         c.overlay: draw_regions(analysis.base, result["regions"], analysis.scale, focus, show_all),
-        c.legend: views.legend_html(result),
+        c.legend: views.legend_html(result, show_all, focus),
         c.report_view: views.report_html(result, title),
         c.report_text: result["report"],
         c.region_card: card,
@@ -105,8 +108,8 @@ def render_label(c: SimpleNamespace, analysis: Analysis, prompt: str | None) -> 
     result = analysis.result
     region = (result.get("label_regions") or {}).get(prompt) if prompt else None
     tags = {region: f"{prompt}: {result['labels'][prompt]:.2f}"} if region else {}
-    image = draw_regions(analysis.base, result["regions"], analysis.scale, region, show_unselected=False,
-                         show_selected=False, tags=tags)
+    image = draw_regions(analysis.base, result["regions"], analysis.scale, region, show_all=False,
+                         show_findings=False, tags=tags)
     return {c.label_image: image}
 
 
@@ -127,7 +130,8 @@ def render_labels(c: SimpleNamespace, analysis: Analysis) -> dict:
 def render_box(c: SimpleNamespace, analysis: Analysis, box: Any = None, corner: Any = None) -> dict:
     regions = analysis.result["regions"]
     user_box = box["box"] if box else None
-    image = draw_regions(analysis.base, regions, analysis.scale, None, True, user_box=user_box, marker=corner)
+    image = draw_regions(analysis.base, regions, analysis.scale, None, show_all=True, user_box=user_box,
+                         marker=corner)
     return {c.box_image: image, c.box_card: views.box_card(box, corner), c.corner: corner}
 
 
@@ -155,11 +159,12 @@ def everything(c: SimpleNamespace, analysis: Analysis, show_all: bool) -> dict:
 
 
 def focus_on(c: SimpleNamespace, analysis: Analysis, name: str | None, show_all: bool) -> dict:
-    """Emphasise one region on the overlay and show its card."""
+    """Emphasise one region on the overlay (drawn and named even when not a finding) and show its card."""
     detected = name is not None and name in analysis.detected()
     return {
         c.focus: name,
         c.overlay: draw_regions(analysis.base, analysis.result["regions"], analysis.scale, name, show_all),
+        c.legend: views.legend_html(analysis.result, show_all, name),
         c.region_card: views.region_card(_with_extra(analysis), name),
         c.describe: gr.Button(interactive=detected),
     }
@@ -234,11 +239,15 @@ class Handlers:
         return {self.c.state: analysis, self.c.region_card: views.region_card(_with_extra(analysis), focus)}
 
     @user_errors
-    def click_overlay(self, analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
+    def click_overlay(self, analysis: Analysis | None, focus: str | None, show_all: bool,
+                      evt: gr.SelectData) -> dict:
+        """The smallest drawn box under the click; where no drawn box is, the smallest detected one."""
         if analysis is None:
             return {}
         x, y = _select_xy(analysis, evt)
-        return focus_on(self.c, analysis, region_at(analysis.result["regions"], x, y), show_all)
+        regions = analysis.result["regions"]
+        thick, thin = visible_regions(regions, focus, show_all)
+        return focus_on(self.c, analysis, region_at(regions, x, y, prefer=thick + thin), show_all)
 
     @user_errors
     def click_row(self, analysis: Analysis | None, show_all: bool, evt: gr.SelectData) -> dict:
@@ -285,7 +294,7 @@ def wire(c: SimpleNamespace, service: DemoService, examples: list[Any]) -> None:
                       c.label_table, c.label_pick, c.label_image, c.ticks, c.box_image, c.box_card]
     main_out = [c.state, c.focus, c.overlay, c.legend, c.report_view, c.report_text, c.region_card,
                 c.describe, c.table, c.json_view, c.status]
-    focus_out = [c.focus, c.overlay, c.region_card, c.describe]
+    focus_out = [c.focus, c.overlay, c.legend, c.region_card, c.describe]
     labels_out = [c.state, c.json_view, c.label_view, c.label_plot, c.label_table, c.label_pick,
                   c.label_image]
     downloads_out = [c.dl_json, c.dl_png]
@@ -298,7 +307,7 @@ def wire(c: SimpleNamespace, service: DemoService, examples: list[Any]) -> None:
     c.relabel.click(h.relabel, [c.state, c.prompts], labels_out, **model
                     ).then(h.downloads, c.state, downloads_out, **PRIVATE)
     c.describe.click(h.describe, [c.state, c.focus, c.beams], [c.state, c.region_card], **model)
-    c.overlay.select(h.click_overlay, [c.state, c.show_all], focus_out, **PRIVATE)
+    c.overlay.select(h.click_overlay, [c.state, c.focus, c.show_all], focus_out, **PRIVATE)
     c.table.select(h.click_row, [c.state, c.show_all], focus_out, **PRIVATE)
     c.box_image.select(h.click_box, [c.state, c.corner, c.beams], [c.box_image, c.box_card, c.corner],
                        **model)

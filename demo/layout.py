@@ -26,7 +26,6 @@ def inputs(gallery: list[tuple[Any, str]], default_beams: int) -> dict[str, Any]
     c["run"] = gr.Button("Analyse", variant="primary", elem_id="crrg-run")
     with gr.Accordion("Options", open=False):
         c["beams"] = gr.Slider(1, 4, value=default_beams, step=1, label="Beam search width")
-        c["show_all"] = gr.Checkbox(value=True, label="Show unselected regions (thin boxes)")
     c["status"] = gr.Markdown(elem_id="crrg-status")
     return c
 
@@ -36,6 +35,9 @@ def main_panels() -> dict[str, Any]:
     with gr.Column(scale=5, min_width=380):
         c["overlay"] = gr.Image(label="Regions: click a box", interactive=False, height=600, format="png",
                                 elem_id="crrg-overlay", buttons=["fullscreen", "download"])
+        # Off: only the selected and abnormal regions (and the clicked one) are drawn and named.
+        c["show_all"] = gr.Checkbox(value=False, label="Show all 29 regions (the rest as thin boxes)",
+                                    container=False, elem_id="crrg-show-all")
         c["legend"] = gr.HTML(elem_id="crrg-legend")
     with gr.Column(scale=5, min_width=340):
         c["report_view"] = gr.HTML(views.report_html({"regions": [], "report": ""}, "Report"),

@@ -33,6 +33,9 @@ CSS = """
 .crrg-legend { display: flex; flex-wrap: wrap; gap: 4px 6px; padding: 6px 2px; }
 .crrg-legend-item .crrg-chip { font-weight: 400; opacity: 0.8; }
 .crrg-legend-item.crrg-selected .crrg-chip { font-weight: 700; opacity: 1; }
+.crrg-legend-note { flex-basis: 100%; font-size: 0.8rem; color: var(--body-text-color-subdued); }
+.crrg-warn { color: #e11d1d; font-weight: 700; margin-left: 2px; }
+#crrg-show-all { padding: 2px 4px 0 4px; }
 #crrg-status { font-size: 0.85rem; min-height: 1.2em; }
 .crrg-foot { font-size: 0.8rem; color: var(--body-text-color-subdued); text-align: center;
   margin: 6px 0 0 0; }

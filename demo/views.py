@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crrg.report import assemble_report
-from demo.drawing import REGION_COLORS
+from demo.drawing import REGION_COLORS, is_finding, visible_regions
 
 REGION_HEADERS = ["region", "detection", "selection p", "abnormal p", "selected", "sentence"]
 LABEL_HEADERS = ["prompt", "probability", "best-matching region"]
@@ -140,14 +140,37 @@ def timing_text(result: Result) -> str:
             f"{found}/29 regions detected, {chosen} selected · {total:.2f} s ({parts})")
 
 
-def legend_html(result: Result | None) -> str:
-    """Colour legend of the detected regions; selected ones bold."""
+def legend_html(result: Result | None, show_all: bool = False, highlight: str | None = None) -> str:
+    """Colour legend of the regions the overlay draws (:func:`demo.drawing.visible_regions`) and a
+    line saying how many of the detected regions that is. Named (thick) ones bold, thin ones plain,
+    abnormal ones marked ⚠. ``data-drawn`` / ``data-detected`` carry the two counts."""
     if not result:
         return ""
+    detected = [r for r in result["regions"] if r.get("box") is not None]
+    if not detected:
+        return '<div class="crrg-legend" data-drawn="0" data-detected="0"><span class="crrg-legend-note">' \
+               "No region detected.</span></div>"
+    thick, thin = visible_regions(result["regions"], highlight, show_all)
+    drawn = set(thick) | set(thin)
     items = []
-    for region in result["regions"]:
-        if region.get("box") is None:
+    for region in detected:
+        name = region["name"]
+        if name not in drawn:
             continue
-        cls = "crrg-legend-item crrg-selected" if region.get("selected") else "crrg-legend-item"
-        items.append(f'<span class="{cls}">{chip(region["name"])}</span>')
-    return ('<div class="crrg-legend">' + "".join(items) + "</div>") if items else ""
+        cls = "crrg-legend-item crrg-selected" if name in thick else "crrg-legend-item"
+        warn = '<span class="crrg-warn" title="abnormal">⚠</span>' if region.get("abnormal") else ""
+        items.append(f'<span class="{cls}">{chip(name)}{warn}</span>')
+    clicked = highlight in drawn and not any(r["name"] == highlight and is_finding(r) for r in detected)
+    if len(drawn) == len(detected):
+        what = "all detected regions"
+    else:
+        what = "selected and abnormal regions" + (" and the clicked one" if clicked else "")
+    abnormal = sum(bool(r.get("abnormal")) for r in detected)
+    note = f"Showing {len(drawn)} of {len(detected)} detected regions ({what})"
+    if abnormal:
+        note += f" · ⚠ {abnormal} abnormal"
+    if len(drawn) < len(detected):
+        note += " · tick <b>Show all 29 regions</b> for the rest"
+    return (f'<div class="crrg-legend" data-drawn="{len(drawn)}" data-detected="{len(detected)}">'
+            f'<span class="crrg-legend-note">{note}.</span>' + "".join(items) + "</div>")
+

@@ -1,15 +1,17 @@
 """A real browser (headless Chromium via Playwright) uses the demo: upload, report, boxes, labels,
-clicking a region, drawing a box. Saves a screenshot to ``artifacts/demo_browser.png``."""
+clicking a region, drawing a box, the focused overlay and its "Show all 29 regions" toggle. Saves
+screenshots to ``artifacts/demo_browser.png``, ``demo_overlay_focused.png`` and ``demo_overlay_all.png``."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from crrg import DISCLAIMER
-from demo.drawing import region_at
+from demo.drawing import region_at, visible_regions
 from demo.testing import ROOT, DemoServer, write_png
 from demo.views import report_sentences
 
@@ -33,6 +35,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
     weights = tmp_path_factory.mktemp("crrg-tiny")
     assert main(["init", str(weights), "--variant", "tiny"]) == 0
+    # the random model's selection probabilities are all about 0.63-0.75: a higher threshold leaves
+    # some detected regions unselected, so the focused overlay has something to leave out
+    config_path = weights / "config.json"
+    config = json.loads(config_path.read_text())
+    config["selection_threshold"] = 0.7
+    config_path.write_text(json.dumps(config))
     examples = tmp_path_factory.mktemp("examples")
     write_png(examples / "example-phantom.png", seed=9, height=700, width=600)
     with DemoServer(weights, examples=examples) as running:
@@ -100,7 +108,8 @@ def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, 
 
     detected = [r for r in expected["regions"] if r["box"] is not None]
     assert page.locator("#crrg-report-text textarea").input_value() == expected["report"]
-    assert page.locator("#crrg-legend .crrg-chip").count() == len(detected)
+    thick, _ = visible_regions(expected["regions"])  # default: only the selected and abnormal ones
+    assert page.locator("#crrg-legend .crrg-chip").count() == len(thick)
     sentences = report_sentences(expected)
     assert page.locator("#crrg-report .crrg-sentence").count() == len(sentences)
     assert page.locator("#crrg-report .crrg-empty").count() == (0 if sentences else 1)
@@ -108,7 +117,7 @@ def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, 
         assert _coloured_pixels(page.locator("#crrg-overlay img").screenshot()) > 200  # boxes drawn
         target = min(detected, key=lambda r: (r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]))
         cx, cy = (target["box"][0] + target["box"][2]) / 2, (target["box"][1] + target["box"][3]) / 2
-        name = region_at(expected["regions"], cx, cy)
+        name = region_at(expected["regions"], cx, cy, prefer=thick)
         _click_image(page, "#crrg-overlay img", cx, cy)
         page.wait_for_function(f"document.querySelector('#crrg-region-card').innerText.includes({name!r})")
 
@@ -132,4 +141,72 @@ def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, 
     shot = ARTIFACTS / "demo_browser.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nscreenshot: {shot}")
+    assert not page.errors, page.errors
+
+
+def _legend_counts(page) -> tuple[int, int]:
+    legend = page.locator("#crrg-legend .crrg-legend")
+    return int(legend.get_attribute("data-drawn")), int(legend.get_attribute("data-detected"))
+
+
+def _wait_drawn(page, drawn: int) -> None:
+    page.wait_for_function("n => { const el = document.querySelector('#crrg-legend .crrg-legend'); "
+                           "return el && el.dataset.drawn === String(n); }", arg=drawn)
+
+
+def _overlay_src(page) -> str:
+    return page.locator("#crrg-overlay img").get_attribute("src")
+
+
+def _shot_overlay(page, name: str) -> Path:
+    """The overlay, its checkbox and the legend in one screenshot."""
+    boxes = [page.locator(s).bounding_box() for s in ("#crrg-overlay", "#crrg-show-all", "#crrg-legend")]
+    x1, y1 = min(b["x"] for b in boxes), min(b["y"] for b in boxes)
+    x2, y2 = max(b["x"] + b["width"] for b in boxes), max(b["y"] + b["height"] for b in boxes)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    page.screenshot(path=str(shot), clip={"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1})
+    print(f"\nscreenshot: {shot}")
+    return shot
+
+
+def test_focused_overlay_and_show_all_toggle(page, server: DemoServer, xray: Path, expected: dict) -> None:
+    regions = expected["regions"]
+    detected = [r["name"] for r in regions if r["box"] is not None]
+    findings, _ = visible_regions(regions)
+    rest = [n for n in detected if n not in findings]
+    assert rest, "with selection_threshold 0.7 some detected region should be neither selected nor abnormal"
+    page.goto(server.url)
+    page.set_input_files("#crrg-upload input[type=file]", str(xray))
+    page.wait_for_selector("#crrg-overlay img")
+    _wait_drawn(page, len(findings))
+    assert _legend_counts(page) == (len(findings), len(detected))
+    note = page.locator("#crrg-legend .crrg-legend-note").inner_text()
+    assert f"Showing {len(findings)} of {len(detected)} detected regions" in note
+    checkbox = page.locator("#crrg-show-all input[type=checkbox]")
+    assert checkbox.is_visible() and not checkbox.is_checked()  # right under the overlay, off
+    focused_src = _overlay_src(page)
+    focused_png = page.locator("#crrg-overlay img").screenshot()
+    _shot_overlay(page, "demo_overlay_focused.png")
+
+    checkbox.check()
+    _wait_drawn(page, len(detected))
+    page.wait_for_function("old => { const el = document.querySelector('#crrg-overlay img'); "
+                           "return el && el.complete && el.naturalWidth > 0 && el.getAttribute('src') !== old; }",
+                           arg=focused_src)
+    assert f"Showing {len(detected)} of {len(detected)}" in page.locator("#crrg-legend .crrg-legend-note").inner_text()
+    assert page.locator("#crrg-legend .crrg-chip").count() == len(detected)
+    assert page.locator("#crrg-overlay img").screenshot() != focused_png  # the rest drawn thin
+    _shot_overlay(page, "demo_overlay_all.png")
+
+    # click a region that only the full view draws: its card shows, and it stays drawn when unticked
+    target = min((r for r in regions if r["name"] in rest),
+                 key=lambda r: (r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]))
+    cx, cy = (target["box"][0] + target["box"][2]) / 2, (target["box"][1] + target["box"][3]) / 2
+    name = region_at(regions, cx, cy, prefer=detected)
+    _click_image(page, "#crrg-overlay img", cx, cy)
+    page.wait_for_function(f"document.querySelector('#crrg-region-card').innerText.includes({name!r})")
+    checkbox.uncheck()
+    _wait_drawn(page, len(findings) + (name not in findings))
+    assert _legend_counts(page) == (len(findings) + (name not in findings), len(detected))
     assert not page.errors, page.errors

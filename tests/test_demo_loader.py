@@ -98,3 +98,22 @@ def test_a_missing_weights_folder_fails_before_serving(tmp_path: Path) -> None:
 
     with pytest.raises(WeightsNotFoundError):
         PipelineLoader(tmp_path)  # exists, but holds no config.json / model.safetensors
+
+
+def test_the_demo_shows_a_load_failure_as_a_message(tiny_weights: Path, tmp_path: Path) -> None:
+    import gradio as gr
+
+    from demo.events import user_errors
+    from demo.loader import PipelineLoader
+    from demo.service import DemoService
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_weights / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    service = DemoService(PipelineLoader(broken).start(), tmp_path / "work")
+    image = str(write_png(tmp_path / "chest.png"))
+    with pytest.raises(gr.Error) as caught:
+        user_errors(service.report)(image, "")
+    assert caught.value.title == "The model is not available"
+    assert "could not be loaded" in str(caught.value)

@@ -13,7 +13,9 @@ from PIL import Image
 from crrg import DISCLAIMER
 from crrg.regions import REGIONS
 from demo import views
-from demo.drawing import REGION_COLORS, display_image, draw_regions, hex_to_rgb, overlay_png, region_at
+from demo.drawing import (ABNORMAL_COLOR, REGION_COLORS, display_image, draw_regions, hex_to_rgb, overlay_png,
+                          region_at, visible_regions)
+from demo.labels_layout import inside, place_labels, rect_distance, rects_overlap
 from demo.testing import write_png
 
 H, W = 640, 560
@@ -74,20 +76,187 @@ def test_region_at_picks_the_smallest_box_under_the_point() -> None:
     assert region_at(regions, 500, 100) is None
 
 
-def test_draw_regions_colours_selected_boxes_and_emphasises_the_highlight() -> None:
-    base = np.full((200, 200, 3), 40, np.uint8)
+def test_region_at_prefers_the_drawn_regions() -> None:
+    regions = [_region("right lung", (0, 0, 300, 600)), _region("right lower lung zone", (0, 400, 300, 600)),
+               _region("spine", (280, 0, 340, 700))]
+    assert region_at(regions, 100, 500, prefer=["right lung"]) == "right lung"  # drawn beats smaller
+    assert region_at(regions, 320, 650, prefer=["right lung"]) == "spine"  # no drawn box there: any
+    assert region_at(regions, 290, 500, prefer=["right lung", "spine"]) == "spine"  # smallest drawn
+
+
+def test_visible_regions_default_to_the_findings() -> None:
     regions = [_region("right lung", (20, 20, 100, 180), selected=True),
-               _region("left lung", (110, 20, 190, 180))]
-    plain = draw_regions(base, regions, scale=1.0)
-    assert plain.shape == base.shape
-    assert tuple(plain[100, 20]) == hex_to_rgb(REGION_COLORS["right lung"])  # left edge, opaque
-    assert not np.array_equal(plain[100, 110], base[100, 110])  # thin, translucent, but drawn
-    hidden = draw_regions(base, regions, scale=1.0, show_unselected=False)
-    assert np.array_equal(hidden[100, 110], base[100, 110])
+               _region("left lung", (110, 20, 190, 180)),
+               dict(_region("trachea", (90, 5, 110, 60)), abnormal=True),
+               _region("abdomen", None, selected=True)]  # not detected: never drawn
+    assert visible_regions(regions) == (["right lung", "trachea"], [])
+    assert visible_regions(regions, show_all=True) == (["right lung", "trachea"], ["left lung"])
+    assert visible_regions(regions, highlight="left lung") == (["right lung", "left lung", "trachea"], [])
+    assert visible_regions(regions, show_findings=False, tagged=["trachea"]) == (["trachea"], [])
+
+
+def _count(image: np.ndarray, colour: str) -> int:
+    return int((image == np.array(hex_to_rgb(colour), np.uint8)).all(axis=2).sum())
+
+
+def test_draw_regions_shows_findings_by_default_and_the_rest_on_request() -> None:
+    base = np.full((300, 300, 3), 40, np.uint8)
+    regions = [_region("right lung", (20, 60, 140, 280), selected=True),
+               _region("left lung", (160, 60, 280, 280)),
+               dict(_region("trachea", (135, 10, 165, 120)), abnormal=True)]
+    focused = draw_regions(base, regions, scale=1.0)
+    assert focused.shape == base.shape
+    assert tuple(focused[200, 20]) == hex_to_rgb(REGION_COLORS["right lung"])  # selected: opaque edge
+    assert tuple(focused[100, 165]) == hex_to_rgb(REGION_COLORS["trachea"])  # abnormal: drawn too
+    assert np.array_equal(focused[200, 280], base[200, 280])  # neither: not drawn
+    every = draw_regions(base, regions, scale=1.0, show_all=True)
+    assert not np.array_equal(every[200, 280], base[200, 280])  # thin, translucent, but drawn
+    assert tuple(every[200, 280]) != hex_to_rgb(REGION_COLORS["left lung"])
     lit = draw_regions(base, regions, scale=1.0, highlight="left lung")
-    assert lit[100, 150].mean() > plain[100, 150].mean()  # tinted fill inside the highlighted box
+    assert lit[200, 220].mean() > focused[200, 220].mean()  # tinted fill inside the highlighted box
+    assert tuple(lit[200, 280]) == hex_to_rgb(REGION_COLORS["left lung"])  # the clicked one: thick
     boxed = draw_regions(base, [], scale=0.5, user_box=(100, 100, 300, 300))
     assert boxed[50:150, 50:150].max() == 255  # the user's box, at display scale
+
+
+def test_legend_lists_what_the_overlay_draws_and_counts_it() -> None:
+    result = {"regions": [_region("right lung", (20, 60, 140, 280), selected=True),
+                          _region("left lung", (160, 60, 280, 280)),
+                          dict(_region("trachea", (135, 10, 165, 120)), abnormal=True),
+                          _region("abdomen", None)]}
+    focused = views.legend_html(result)
+    assert 'data-drawn="2" data-detected="3"' in focused and "Showing 2 of 3" in focused
+    assert "right lung" in focused and "trachea" in focused and "left lung" not in focused
+    assert focused.count("crrg-warn") == 1  # the abnormal trachea
+    clicked = views.legend_html(result, highlight="left lung")
+    assert "Showing 3 of 3" in clicked and "left lung" in clicked
+    every = views.legend_html(result, show_all=True)
+    assert 'data-drawn="3"' in every and "all detected regions" in every
+    assert views.legend_html({"regions": [_region("abdomen", None)]}).count('data-drawn="0"') == 1
+
+
+def test_tiny_model_overlay_leaves_the_other_boxes_alone_until_show_all(service, xray: Path) -> None:
+    analysis = service.analyse(str(xray), [])
+    detected = [r["name"] for r in analysis.result["regions"] if r["box"] is not None]
+    assert len(detected) >= 3, "the tiny random model should detect some regions"
+    # the random model's flags are noise: keep its boxes, mark one selected and one abnormal
+    regions = [dict(r, selected=r["name"] == detected[0], abnormal=r["name"] == detected[1])
+               for r in analysis.result["regions"]]
+    thick, thin = visible_regions(regions)
+    assert thin == [] and thick == detected[:2]
+    rest = [r for r in regions if r["box"] is not None and r["name"] not in thick]
+    base = analysis.base
+    focused = draw_regions(base, regions, analysis.scale)
+    every = draw_regions(base, regions, analysis.scale, show_all=True)
+    assert focused.shape == every.shape == base.shape
+    changed_focused = (focused != base).any(axis=2)
+    changed_every = (every != base).any(axis=2)
+    assert changed_every.sum() > changed_focused.sum()  # the rest drawn thin
+    edges = np.zeros(base.shape[:2], bool)  # left edges of the undrawn boxes, far from every drawn one
+    for region in rest:
+        x1, y1, x2, y2 = (round(v * analysis.scale) for v in region["box"])
+        edges[y1:y2 + 1, min(x1, base.shape[1] - 1)] = True
+    assert changed_every[edges].any()
+    bare = draw_regions(base, [dict(r, selected=False, abnormal=False) for r in regions], analysis.scale)
+    assert np.array_equal(bare, base)  # no finding: nothing drawn
+
+
+def test_abnormal_regions_get_a_red_framed_tag() -> None:
+    assert ABNORMAL_COLOR not in REGION_COLORS.values()
+    base = np.full((300, 300, 3), 40, np.uint8)
+    normal = [_region("trachea", (135, 60, 165, 200), selected=True)]
+    abnormal = [dict(normal[0], abnormal=True)]
+    assert _count(draw_regions(base, normal, 1.0), ABNORMAL_COLOR) == 0
+    assert _count(draw_regions(base, abnormal, 1.0), ABNORMAL_COLOR) > 100  # frame + warning triangle
+    label_tab = draw_regions(base, abnormal, 1.0, show_findings=False)  # the label tab: only tagged ones
+    assert np.array_equal(label_tab, base)
+
+
+# ------------------------------------------------------------------------------ label placement
+# assets/crrg-default on JSRT JPCLN001.jpg (1024 x 1024): real boxes, sharing many edges and corners.
+REAL_BOXES = {
+    "right lung": (158, 45, 503, 872), "right upper lung zone": (194, 47, 499, 314),
+    "right mid lung zone": (165, 315, 491, 586), "right lower lung zone": (159, 585, 459, 859),
+    "right hilar structures": (350, 298, 489, 530), "right apical zone": (221, 52, 499, 201),
+    "right costophrenic angle": (161, 696, 293, 878), "right hemidiaphragm": (161, 717, 463, 887),
+    "left lung": (590, 46, 946, 881), "left upper lung zone": (592, 40, 882, 321),
+    "left mid lung zone": (629, 317, 922, 602), "left lower lung zone": (757, 598, 938, 885),
+    "left hilar structures": (635, 297, 772, 543), "left apical zone": (594, 45, 858, 209),
+    "left costophrenic angle": (798, 716, 938, 883), "left hemidiaphragm": (748, 703, 944, 898),
+    "trachea": (531, 5, 581, 342), "spine": (510, 23, 602, 909), "right clavicle": (276, 73, 495, 166),
+    "left clavicle": (591, 59, 800, 172), "aortic arch": (552, 250, 658, 367),
+    "mediastinum": (433, 37, 792, 792), "upper mediastinum": (482, 23, 626, 433),
+    "svc": (488, 158, 557, 430), "cardiac silhouette": (435, 437, 791, 776),
+    "cavoatrial junction": (481, 400, 553, 519), "right atrium": (426, 470, 552, 788),
+    "carina": (507, 296, 600, 392), "abdomen": (139, 655, 946, 1004),
+}
+# Stacked lung zones that share edges and top-left corners (hand-made, 512 x 512).
+ZONES = {
+    "right lung": (60, 40, 240, 460), "right upper lung zone": (60, 40, 240, 180),
+    "right mid lung zone": (60, 180, 240, 320), "right lower lung zone": (60, 320, 240, 460),
+    "left lung": (240, 40, 440, 460), "left upper lung zone": (240, 40, 440, 180),
+    "left mid lung zone": (240, 180, 440, 320), "left lower lung zone": (240, 320, 440, 460),
+}
+
+
+def _sizes(names: list[str], char: float, height: float) -> list[tuple[float, float]]:
+    return [(len(name) * char + 8, height) for name in names]
+
+
+def _assert_clean_layout(boxes: list, sizes: list, image: tuple[int, int], placements: list) -> None:
+    assert all(p is not None for p in placements)
+    rects = [p.rect for p in placements]
+    for rect, (w, h) in zip(rects, sizes, strict=True):
+        assert inside(rect, *image) and rect[2] - rect[0] == pytest.approx(w) and rect[3] - rect[1] == pytest.approx(h)
+    for i, a in enumerate(rects):
+        for b in rects[i + 1:]:
+            assert not rects_overlap(a, b), (a, b)
+    for box, p in zip(boxes, placements, strict=True):
+        if p.leader is None:
+            assert rect_distance(p.rect, box) <= 0.5  # touches its box
+        else:  # a leader line from the tag's edge to the box
+            start, end = p.leader
+            assert rect_distance(p.rect, (*start, *start)) == 0 and rect_distance(box, (*end, *end)) == 0
+
+
+@pytest.mark.parametrize("boxes, image, char, height", [
+    (ZONES, (512, 512), 8.0, 18.0),
+    (REAL_BOXES, (1024, 1024), 11.0, 27.0),
+    ({k: tuple(v * 0.5 for v in b) for k, b in REAL_BOXES.items()}, (512, 512), 7.0, 18.0),  # crowded
+])
+def test_place_labels_never_overlap_and_stay_by_their_box(boxes: dict, image: tuple[int, int], char: float,
+                                                           height: float) -> None:
+    names = list(boxes)
+    sizes = _sizes(names, char, height)
+    naive = [(b[0], b[1] - h, b[0] + w, b[1]) for b, (w, h) in zip(boxes.values(), sizes, strict=True)]
+    assert any(rects_overlap(a, b) for i, a in enumerate(naive) for b in naive[i + 1:])  # the old problem
+    placements = place_labels(list(boxes.values()), sizes, image)
+    _assert_clean_layout(list(boxes.values()), sizes, image, placements)
+
+
+def test_place_labels_first_choice_is_above_the_top_left_corner() -> None:
+    [only] = place_labels([(100, 100, 200, 200)], [(60, 20)], (400, 400))
+    assert only.rect == (100, 80, 160, 100) and only.leader is None
+    [at_top] = place_labels([(100, 0, 200, 200)], [(60, 20)], (400, 400))
+    assert at_top.rect == (100, 0, 160, 20)  # no room above: inside
+
+
+def test_place_labels_uses_leader_lines_when_crowded_and_gives_up_on_what_cannot_fit() -> None:
+    boxes = [(100, 100, 110, 110)] * 12  # twelve tags for one tiny spot
+    sizes = [(50.0, 14.0)] * 12
+    placements = place_labels(boxes, sizes, (300, 300))
+    _assert_clean_layout(boxes, sizes, (300, 300), placements)
+    assert any(p.leader is not None for p in placements)
+    assert place_labels([(0, 0, 10, 10)], [(500, 10)], (300, 300)) == [None]  # wider than the image
+    full = place_labels([(0, 0, 10, 10)] * 3, [(300, 149)] * 3, (300, 300))  # two fit (2 px apart)
+    assert full[2] is None and full[0] is not None and full[1] is not None
+
+
+def test_place_labels_on_the_tiny_models_boxes(service, xray: Path) -> None:
+    boxes = [tuple(r["box"]) for r in service.analyse(str(xray), []).result["regions"] if r["box"]]
+    assert boxes, "the tiny random model should detect some regions"
+    sizes = [(120.0, 18.0)] * len(boxes)
+    _assert_clean_layout(boxes, sizes, (W, H), place_labels(boxes, sizes, (W, H)))
 
 
 def test_overlay_png_is_a_png_with_the_report(xray: Path) -> None:
