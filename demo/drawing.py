@@ -21,6 +21,7 @@ from crrg.regions import REGIONS
 from demo.labels_layout import place_labels
 
 DISPLAY_MAX_SIDE = 1024  # px: the overlay is drawn at most this large
+DISPLAY_MIN_SIDE = 768  # px: and at least this large (small images are scaled up for drawing)
 DOWNLOAD_MAX_SIDE = 2048  # px: the matplotlib PNG
 Box = Sequence[float]
 
@@ -47,14 +48,21 @@ def hex_to_rgb(colour: str) -> tuple[int, int, int]:
     return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
 
 
-def display_image(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> tuple[np.ndarray, float]:
-    """Grayscale float ``[H, W]`` in [0, 1] -> (RGB uint8 ``[h, w, 3]`` at most ``max_side``, scale)."""
+def display_image(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE, min_side: int = 0
+                  ) -> tuple[np.ndarray, float]:
+    """Grayscale float ``[H, W]`` in [0, 1] -> (RGB uint8 ``[h, w, 3]``, scale): the longest side
+    at most ``max_side`` and, when ``min_side`` is set, at least ``min_side`` (a 224 px image is
+    drawn larger so that tags and lines stay thin relative to the anatomy)."""
     height, width = pixels.shape
-    scale = min(1.0, max_side / max(height, width))
+    longest = max(height, width)
+    scale = min(1.0, max_side / longest)
+    if min_side and longest < min_side:
+        scale = min(min_side, max_side) / longest
     gray = Image.fromarray(np.clip(np.asarray(pixels) * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if scale < 1.0:
+    if scale != 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        gray = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        method = Image.Resampling.LANCZOS if scale < 1.0 else Image.Resampling.BICUBIC
+        gray = gray.resize(size, method, reducing_gap=3.0 if scale < 1.0 else None)
         scale = gray.width / width
     return np.asarray(gray.convert("RGB")), scale
 

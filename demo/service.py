@@ -23,7 +23,7 @@ import numpy as np
 from crrg.images import load_image
 from crrg.prompts import parse_prompts
 from crrg.regions import REGIONS
-from demo.drawing import display_image, overlay_png
+from demo.drawing import DISPLAY_MIN_SIDE, display_image, overlay_png
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class DemoService:
         """Full analysis: regions, the model's report, zero-shot labels."""
         pixels = load_image(path).pixels  # fails fast, with a typed error, on a bad file
         result = self._run(path, prompts=self.prompts(prompts), num_beams=num_beams)
-        base, scale = display_image(pixels)
+        base, scale = display_image(pixels, min_side=DISPLAY_MIN_SIDE)
         return Analysis(path=path, result=result, base=base, scale=scale)
 
     def for_regions(self, analysis: Analysis, regions: Sequence[str], num_beams: int | None = None

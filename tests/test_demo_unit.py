@@ -13,7 +13,7 @@ from PIL import Image
 from crrg import DISCLAIMER
 from crrg.regions import REGIONS
 from demo import views
-from demo.drawing import (ABNORMAL_COLOR, REGION_COLORS, display_image, draw_regions, hex_to_rgb, overlay_png,
+from demo.drawing import (ABNORMAL_COLOR, DISPLAY_MIN_SIDE, REGION_COLORS, display_image, draw_regions, hex_to_rgb, overlay_png,
                           region_at, visible_regions)
 from demo.labels_layout import inside, place_labels, rect_distance, rects_overlap
 from demo.testing import write_png
@@ -66,6 +66,9 @@ def test_display_image_scales_the_longest_side() -> None:
     assert scale == pytest.approx(0.5)
     small, same = display_image(pixels[:300, :200], max_side=1024)
     assert small.shape == (300, 200, 3) and same == 1.0
+    up, factor = display_image(pixels[:224, :200], max_side=1024, min_side=768)  # small: drawn larger
+    assert up.shape == (768, 686, 3) and factor == pytest.approx(686 / 200)
+    assert display_image(pixels[:1000, :900], max_side=1024, min_side=768)[1] == 1.0
 
 
 def test_region_at_picks_the_smallest_box_under_the_point() -> None:
@@ -306,7 +309,9 @@ def test_analyse_gives_the_cli_schema_and_display_image(service, xray: Path) -> 
     assert [r["name"] for r in result["regions"]] == list(REGIONS)
     assert result["image"] == "chest.png" and (result["width"], result["height"]) == (W, H)
     assert set(result["labels"]) == {"pneumonia", "nodule"} and result["disclaimer"] == DISCLAIMER
-    assert analysis.base.shape == (H, W, 3) and analysis.scale == 1.0
+    side = DISPLAY_MIN_SIDE  # the 640 px test image is drawn at 768 px (tags stay small on small images)
+    assert analysis.base.shape == (side, round(W * side / H), 3)
+    assert analysis.scale == pytest.approx(analysis.base.shape[1] / W)
     json.dumps(result)  # plain data
 
 
