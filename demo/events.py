@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -25,8 +26,18 @@ MODEL = "crrg-model"  # concurrency id shared by every event that runs the model
 PRIVATE = {"api_visibility": "private"}
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/:'\"()]+/)+([^\s/:'\"()]+)")
+
+
+def public_message(text: str) -> str:
+    """``text`` with every absolute path cut to its base name: an upload lives in gradio's
+    temporary folder on the server, and users see only the name of the file they gave."""
+    return _ABSOLUTE_PATH.sub(r"\1", text)
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Show input problems as ``gr.Error`` messages; log anything unexpected. The app keeps serving."""
+    """Show input problems as ``gr.Error`` messages (file base names only, never a server path);
+    log anything unexpected. The app keeps serving."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -34,15 +45,15 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except ImageError as err:
-            raise gr.Error(str(err), title="Cannot read this image") from err
+            raise gr.Error(public_message(str(err)), title="Cannot read this image") from err
         except ModelNotReadyError as err:
-            raise gr.Error(str(err), title="The model is not available") from err
+            raise gr.Error(public_message(str(err)), title="The model is not available") from err
         except (FileNotFoundError, ValueError, KeyError) as err:
-            raise gr.Error(str(err), title="Cannot do that") from err
+            raise gr.Error(public_message(str(err)), title="Cannot do that") from err
         except Exception as err:  # noqa: BLE001 - the demo must keep serving
             logger.exception("demo handler %s failed", fn.__name__)
-            raise gr.Error(f"Internal error ({type(err).__name__}: {err}). The demo is still running; "
-                           "see the server log.", title="Something went wrong") from err
+            raise gr.Error(public_message(f"Internal error ({type(err).__name__}: {err}). The demo is still "
+                                          "running; see the server log."), title="Something went wrong") from err
     return wrapper
 
 

@@ -98,8 +98,11 @@ def test_bad_files_give_clear_errors_and_the_app_keeps_serving(client, images: d
                                                                message: str) -> None:
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match=message):
+    with pytest.raises(AppError, match=message) as caught:
         _report(client, images[name], "pneumonia")
+    shown = str(caught.value)
+    assert images[name].name in shown  # the file the user gave, by its base name ...
+    assert str(images[name].parent) not in shown and "/tmp" not in shown and "gradio" not in shown  # ... only
     report, result = _report(client, images["png"], "pneumonia")  # still serving
     assert result["report"] == report
 

@@ -394,3 +394,15 @@ def test_app_goes_offline_unless_given_a_hub_id(monkeypatch: pytest.MonkeyPatch,
     app.offline_env(str(tmp_path))
     env = __import__("os").environ
     assert env["HF_HUB_OFFLINE"] == "1" and env["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+def test_error_messages_show_base_names_never_server_paths() -> None:
+    from demo.events import public_message
+
+    upload = "/tmp/gradio/3f9a0c1e2b/sub dir/chest film.png"
+    assert public_message("/tmp/gradio/3f9a0c1e2b/notes.png: not a readable image") == \
+        "notes.png: not a readable image"
+    assert public_message("image file not found: /srv/app/uploads/a.dcm (gone)") == "image file not found: a.dcm (gone)"
+    assert "/tmp" not in public_message(f"'{upload}'")
+    assert public_message("box must be (x1, y1, x2, y2), got 1/2") == "box must be (x1, y1, x2, y2), got 1/2"
+    assert public_message("expected PNG/JPEG/TIFF/DICOM") == "expected PNG/JPEG/TIFF/DICOM"
