@@ -264,10 +264,16 @@ class RegionDetector(nn.Module):
         if sum(t["boxes"].shape[0] for t in targets) == 0:
             raise ValueError("training needs at least one region box in the batch")
 
-    def _backbone(self, images: Tensor) -> tuple[ImageList, OrderedDict[str, Tensor]]:
+    def _backbone(self, images: Tensor, chunk: int | None = None) -> tuple[ImageList, OrderedDict[str, Tensor]]:
+        """Backbone maps of a batch, ``chunk`` images per pass (``None``: all at once)."""
         self._check_images(images)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        return ImageList(images, [size] * images.shape[0]), self.backbone(images)
+        if chunk is None or chunk >= images.shape[0]:
+            maps = self.backbone(images)
+        else:
+            parts = [self.backbone(part) for part in images.split(max(1, chunk))]
+            maps = OrderedDict((k, torch.cat([p[k] for p in parts])) for k in parts[0])
+        return ImageList(images, [size] * images.shape[0]), maps
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -283,15 +289,7 @@ class RegionDetector(nn.Module):
         """Eval-mode detection of a batch [B, 1, S, S]; the backbone sees ``backbone_batch`` images
         per pass (``None``: all), the RPN and the heads the whole batch. On CPU small backbone
         passes are faster per image (their activations stay in cache); the output is the same."""
-        self._check_images(images)
-        step = images.shape[0] if backbone_batch is None else max(1, backbone_batch)
-        if step >= images.shape[0]:
-            image_list, feature_maps = self._backbone(images)
-        else:
-            parts = [self.backbone(chunk) for chunk in images.split(step)]
-            feature_maps = OrderedDict((k, torch.cat([p[k] for p in parts])) for k in parts[0])
-            size = (int(images.shape[-2]), int(images.shape[-1]))
-            image_list = ImageList(images, [size] * images.shape[0])
+        image_list, feature_maps = self._backbone(images, backbone_batch)
         proposals, _ = self.rpn(image_list, feature_maps)
         return self._regions(feature_maps, proposals, image_list.image_sizes[0])
 

@@ -25,6 +25,16 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture()
+def broken_weights(tiny_weights: Path, tmp_path: Path) -> Path:
+    """A folder that looks like a model (config.json, model.safetensors) but cannot load."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_weights / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    return broken
+
+
 def test_building_the_page_loads_no_model_and_imports_no_model_library(tiny_weights: Path) -> None:
     """What app.py does before it serves, in a fresh interpreter: resolve the weights, build the
     page. None of the model's libraries may be imported yet, and the model must not be loaded."""
@@ -77,14 +87,10 @@ def test_requests_before_the_model_is_ready_wait_and_get_the_same_result(tiny_we
     assert loader.config.variant == "tiny"
 
 
-def test_a_model_that_cannot_load_answers_with_the_reason(tiny_weights: Path, tmp_path: Path) -> None:
+def test_a_model_that_cannot_load_answers_with_the_reason(broken_weights: Path, tmp_path: Path) -> None:
     from demo.loader import ModelNotReadyError, PipelineLoader
 
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text((tiny_weights / "config.json").read_text())
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    loader = PipelineLoader(broken).start()  # the folder looks right: serving starts
+    loader = PipelineLoader(broken_weights).start()  # the folder looks right: serving starts
     with pytest.raises(ModelNotReadyError, match="could not be loaded"):
         loader(str(write_png(tmp_path / "x.png")))
     assert not loader.ready
@@ -100,18 +106,14 @@ def test_a_missing_weights_folder_fails_before_serving(tmp_path: Path) -> None:
         PipelineLoader(tmp_path)  # exists, but holds no config.json / model.safetensors
 
 
-def test_the_demo_shows_a_load_failure_as_a_message(tiny_weights: Path, tmp_path: Path) -> None:
+def test_the_demo_shows_a_load_failure_as_a_message(broken_weights: Path, tmp_path: Path) -> None:
     import gradio as gr
 
     from demo.events import user_errors
     from demo.loader import PipelineLoader
     from demo.service import DemoService
 
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text((tiny_weights / "config.json").read_text())
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    service = DemoService(PipelineLoader(broken).start(), tmp_path / "work")
+    service = DemoService(PipelineLoader(broken_weights).start(), tmp_path / "work")
     image = str(write_png(tmp_path / "chest.png"))
     with pytest.raises(gr.Error) as caught:
         user_errors(service.report)(image, "")
