@@ -220,6 +220,12 @@ def error_record(path: str, message: str) -> dict[str, Any]:
     return {"image": path, "error": message, "disclaimer": DISCLAIMER}
 
 
+def rejected_record(path: str, check: Any) -> dict[str, Any]:
+    """The line of an image the input check rejected (no report; ``--force`` reports anyway)."""
+    return {"image": path, "error": f"not analysed: {check.reason} (--force reports anyway)",
+            "input_check": check.to_json(), "disclaimer": DISCLAIMER}
+
+
 def run_reports(
     pipe: Any,
     inputs: Sequence[str | Path],
@@ -235,8 +241,13 @@ def run_reports(
     on_record: Callable[[dict[str, Any], Any], None] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    force: bool = False,
 ) -> RunSummary:
     """Write a report line for every image of ``inputs`` (this rank's shard) and return counts.
+
+    An image that fails the model's input check (``result.input_check.ok`` false: not a frontal
+    chest radiograph) gets ``{"image", "error", "input_check"}`` and no report, unless ``force``;
+    like every error line it is tried again on a resumed run (so ``--force`` can report it).
 
     ``on_record(record, result)`` sees each line as it is written (``result`` is the
     :class:`crrg.types.ReportResult`, or ``None`` for an error line): the CLI prints with it.
@@ -279,6 +290,10 @@ def run_reports(
                 result = results[item.path]
                 if isinstance(result, str):
                     emit(error_record(item.path, result), None)
+                    continue
+                check = getattr(result, "input_check", None)
+                if check is not None and not check.ok and not force:
+                    emit(rejected_record(item.path, check), None)
                     continue
                 record = result.to_json()
                 record["image"] = item.path

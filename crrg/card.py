@@ -56,6 +56,8 @@ SOURCES: dict[str, tuple[str, str]] = {
 }
 OPEN_TEST = ("crrg-open-cxr", "Open chest X-rays (Kermany, COVID-19 Radiography Database, JSRT/SCR, "
              "COVID-19 image data collection), patient-disjoint crrg split")
+NOTE_PAIRS = ("covid-chestxray-notes", "COVID-19 image data collection: radiograph sentences of each image's "
+              "clinical note, patient-disjoint test split")
 SILVER_BOXES = ("crrg-silver-boxes", "JSRT/SCR + COVID-19 image data collection, mask-backed region boxes")
 NLG_NAMES = {"bleu_1": ("bleu", "BLEU-1"), "bleu_2": ("bleu", "BLEU-2"), "bleu_3": ("bleu", "BLEU-3"),
              "bleu_4": ("bleu", "BLEU-4"), "meteor": ("meteor", "METEOR"), "rouge_l": ("rouge", "ROUGE-L"),
@@ -158,6 +160,30 @@ def eval_results(metrics: Mapping[str, Any]) -> list[EvalResult]:
         results += _group(("image-to-text", "Report generation: NLG vs reference reports"), dataset, "nlg", split,
                           [(*NLG_NAMES[k], nlg[k]) for k in keys],
                           [{"max_order": int(k[-1])} if k.startswith("bleu_") else None for k in keys])
+    notes = nlg.get("model")
+    if isinstance(notes, Mapping):
+        keys = [k for k in NLG_NAMES if k in notes]
+        results += _group(("image-to-text", "Report generation: NLG vs the image's own clinical-note sentences"),
+                          NOTE_PAIRS, "note-pairs", split, [(*NLG_NAMES[k], notes[k]) for k in keys],
+                          [{"max_order": int(k[-1])} if k.startswith("bleu_") else None for k in keys])
+    grounding = metrics.get("grounding") or {}
+    results += _group(("image-to-text", "Report grounding: sentences true to their evidence"), OPEN_TEST,
+                      "grounding", split,
+                      [("f1", "Finding macro F1 (stated vs region-level truth)", grounding.get("macro_f1")),
+                       ("unsupported_share", "Share of sentences naming a location without evidence",
+                        grounding.get("unsupported_share")),
+                       ("sensitivity", "Nodule sentence for nodules of subtlety >= 3",
+                        _dig(grounding, "nodules", "sensitivity_by_subtlety", "3+", "sensitivity")),
+                       ("side_accuracy", "Nodule sentence on the correct side",
+                        _dig(grounding, "nodules", "side_accuracy"))])
+    ctr = _dig(metrics, "measurements", "cardiothoracic_ratio") or {}
+    results += _group(("image-to-text", "Measured findings"), SILVER_BOXES, "cardiothoracic-ratio", split,
+                      [("mae", "CTR mean absolute error vs masks", ctr.get("mae"))])
+    check = _dig(metrics, "input_check", "test") or {}
+    results += _group(("image-classification", "Input check: frontal chest radiograph or not"), OPEN_TEST,
+                      "input-check", split,
+                      [("recall", "Non-radiograph inputs flagged", check.get("negatives_flagged")),
+                       ("false_positive_rate", "Real radiographs flagged", check.get("radiographs_flagged"))])
     return results
 
 

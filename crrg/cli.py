@@ -65,7 +65,7 @@ def _report(args: argparse.Namespace) -> int:
 
     def show(record: dict, result) -> None:
         if result is None:
-            print(f"error: {record['image']}: {record['error']}", file=sys.stderr)
+            print(f"error: {Path(record['image']).name}: {record['error']}", file=sys.stderr)
         if args.json:
             print(json.dumps(record))
         elif result is not None and args.out is None:
@@ -76,7 +76,7 @@ def _report(args: argparse.Namespace) -> int:
         summary = run_reports(pipe, args.images, out=args.out, batch_size=args.batch_size,
                               workers=args.workers, prompts=prompts, regions=regions, box=box,
                               num_beams=args.beams, csv_path=args.csv, progress=args.progress,
-                              on_record=show)
+                              on_record=show, force=args.force)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -89,8 +89,23 @@ def _report(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _evidence(sentence) -> str:
+    ev = sentence.evidence
+    where = ", ".join(sentence.regions) if sentence.regions else "whole image"
+    what = f"p={ev.probability:.2f}" if ev.probability is not None else ""
+    if ev.value is not None:
+        what = f"value {ev.value:.2f}"
+    return f"  - {sentence.text}  [{ev.kind}: {where}{'; ' + what if what else ''}]"
+
+
 def _human(result) -> str:
-    lines = [f"== {result.image} ({result.width}x{result.height})", "Report:", result.report or "(no sentence)"]
+    lines = [f"== {result.image} ({result.width}x{result.height})"]
+    check = getattr(result, "input_check", None)
+    if check is not None and not check.ok:
+        lines.append(f"WARNING (input check, score {check.score:.2f}): {check.reason}")
+    lines += ["Report:", result.report or "(no sentence)"]
+    if result.sentences:
+        lines += ["Evidence:", *(_evidence(s) for s in result.sentences)]
     if result.box_sentence is not None:
         lines += ["Drawn box:", result.box_sentence.sentence]
     found = [r for r in result.regions if r.box is not None]
@@ -119,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--regions", help="comma-separated region names: write sentences for exactly these")
     rep.add_argument("--box", help="x1,y1,x2,y2 in image pixels: write a sentence for this box")
     rep.add_argument("--beams", type=int, default=None, help="beam search width (default: the model's)")
+    rep.add_argument("--force", action="store_true",
+                     help="report images that fail the input check (not a frontal chest radiograph) anyway; "
+                          "their lines keep input_check")
     rep.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     rep.add_argument("--out", help="write JSON lines to this file (or DIR/ -> DIR/part-RANK.jsonl); a rerun "
                      "skips the images already in it and appends the rest")

@@ -346,15 +346,35 @@ class CXRClip(nn.Module):
         return crops + fill
 
     @torch.no_grad()
+    def region_embeddings(self, images: Tensor, boxes: Tensor, detected: Tensor,
+                          crop_batch: int | None = None) -> Tensor:
+        """L2-normalised image-tower embeddings of each region's crop: [B, R, E] (zeros for
+        undetected regions). ``images`` [B, 1, S, S], ``boxes`` [B, R, 4] xyxy pixels of that
+        tensor, ``detected`` [B, R]; ``crop_batch`` crops per image-tower pass (``None``: all)."""
+        batch, regions = boxes.shape[:2]
+        out = torch.zeros(batch, regions, self.config.embed_dim, device=images.device)
+        detected = detected.to(torch.bool)
+        image_index, region_index = detected.nonzero(as_tuple=True)  # [K], [K] image-major
+        if image_index.numel():
+            crops = torch.cat([self.crop_regions(images[b:b + 1], boxes[b][detected[b]].to(images.device))
+                               for b in range(batch) if detected[b].any()])  # [K, 1, s, s]
+            step = crops.shape[0] if crop_batch is None else max(1, crop_batch)
+            features = torch.cat([self.model.encode_image(chunk) for chunk in crops.split(step)])
+            out[image_index, region_index] = F.normalize(features, dim=-1).to(out.dtype)  # [K, E]
+        return out
+
+    @torch.no_grad()
     def region_scores(self, images: Tensor, boxes: Tensor, detected: Tensor, labels: Sequence[str],
-                      templates: Sequence[str] | None = None, crop_batch: int | None = None) -> Tensor:
+                      templates: Sequence[str] | None = None, crop_batch: int | None = None,
+                      embeddings: Tensor | None = None) -> Tensor:
         """How well each region matches each label's positive prompt: logits [L, R] or [B, L, R].
 
         One image: ``images`` [1, 1, S, S], ``boxes`` [R, 4] xyxy pixels of that tensor (R = 29
         regions), ``detected`` [R] bool -> [L, R]. A batch: ``images`` [B, 1, S, S], ``boxes``
         [B, R, 4], ``detected`` [B, R] -> [B, L, R]; the crops of all images are encoded together,
         ``crop_batch`` crops per image-tower pass (``None``: all at once). Score = ``logit_scale`` x
-        cosine(region crop, prompt); undetected regions get ``-inf``.
+        cosine(region crop, prompt); undetected regions get ``-inf``. ``embeddings`` [B, R, E]:
+        :meth:`region_embeddings` of these inputs when already computed.
         """
         single = boxes.ndim == 2
         if single:
@@ -368,15 +388,8 @@ class CXRClip(nn.Module):
             raise ValueError(f"expected boxes [R, 4] and detected [R] (one image) or [B, R, 4] and "
                              f"[B, R], got {tuple(boxes.shape)} and {tuple(detected.shape)}")
         text = self.prompt_features(labels, [self.config.positive], templates)[0]  # [L, E]
-        batch, regions = boxes.shape[:2]
-        scores = torch.full((batch, len(labels), regions), -torch.inf, device=text.device)  # [B, L, R]
-        detected = detected.to(torch.bool)
-        image_index, region_index = detected.nonzero(as_tuple=True)  # [K], [K] image-major
-        if image_index.numel():
-            crops = torch.cat([self.crop_regions(images[b:b + 1], boxes[b][detected[b]].to(images.device))
-                               for b in range(batch) if detected[b].any()])  # [K, 1, s, s]
-            step = crops.shape[0] if crop_batch is None else max(1, crop_batch)
-            features = torch.cat([self.model.encode_image(chunk) for chunk in crops.split(step)])
-            features = F.normalize(features, dim=-1)  # [K, E] at crop size
-            scores[image_index, :, region_index] = (self.logit_scale() * text @ features.T).T  # [K, L]
+        features = (self.region_embeddings(images, boxes, detected, crop_batch) if embeddings is None
+                    else embeddings.reshape(boxes.shape[0], boxes.shape[1], -1))  # [B, R, E]
+        scores = self.logit_scale() * torch.einsum("le,bre->blr", text, features)  # [B, L, R]
+        scores = scores.masked_fill(~detected.to(torch.bool)[:, None, :].to(scores.device), -torch.inf)
         return scores[0] if single else scores

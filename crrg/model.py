@@ -32,7 +32,15 @@ from crrg.clip import ClipConfig, CXRClip
 from crrg.config import from_dict, load_json, to_dict
 from crrg.decoder import DecoderConfig, ReportDecoder
 from crrg.detector import DetectorConfig, RegionDetector
+from crrg.findings import (
+    GroundingConfig,
+    ImageFindings,
+    ImageFindingsConfig,
+    RegionFindings,
+    RegionFindingsConfig,
+)
 from crrg.fusion import ClipFusion, fuse
+from crrg.input_check import InputCheckConfig, InputChecker
 from crrg.labels import DEFAULT_PROMPTS
 
 logger = logging.getLogger(__name__)
@@ -82,6 +90,15 @@ class CRRGConfig:
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     variant: str = "custom"
     clip_fusion: bool = False  # add the CLIP image embedding to every region feature (crrg.fusion)
+    #: evidence heads (crrg.findings); None = a model without them (reports from the decoder alone)
+    findings: RegionFindingsConfig | None = None
+    image_findings: ImageFindingsConfig | None = None
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    #: calibration fitted on the validation split, per output: {"abnormality": {"a", "b"} (Platt),
+    #: "findings.nodule": ..., "image.pneumonia": ..., "zero_shot": {"temperature"}}; empty = raw
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: "is this a frontal chest radiograph?" (crrg.input_check); None = no check
+    input_check: InputCheckConfig | None = None
 
     def __post_init__(self) -> None:
         if self.detector.image_size != self.image_size:
@@ -126,6 +143,9 @@ class CRRGModel(
         self.decoder = ReportDecoder(cfg.decoder)
         self.clip = CXRClip(cfg.clip)
         self.fusion = ClipFusion(cfg.clip.embed_dim, cfg.detector.feature_dim) if cfg.clip_fusion else None
+        self.findings = RegionFindings(cfg.findings) if cfg.findings is not None else None
+        self.image_findings = ImageFindings(cfg.image_findings) if cfg.image_findings is not None else None
+        self.input_check = InputChecker(cfg.input_check) if cfg.input_check is not None else None
 
     def region_features(self, images: torch.Tensor | None, features: torch.Tensor,
                         embedding: torch.Tensor | None = None) -> torch.Tensor:

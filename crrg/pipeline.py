@@ -17,12 +17,15 @@ from typing import Any
 
 import torch
 
+from crrg.findings import pooled_inputs
+from crrg.grounding import ImageEvidence, compose, measurement_sentence
 from crrg.images import load_image, preprocess
+from crrg.input_check import input_features
+from crrg.measurements import cardiothoracic_ratio, heart_size
 from crrg.model import CRRGModel
 from crrg.prompts import parse_prompts
 from crrg.regions import NUM_REGIONS, REGIONS, region_index
-from crrg.report import assemble_report
-from crrg.types import BoxSentence, RegionResult, ReportResult
+from crrg.types import BoxSentence, InputCheck, RegionResult, ReportResult
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ class _Regions:
     abnormal: torch.Tensor  # [B, 29] probability
     feature_maps: Any
     embedding: torch.Tensor | None = None  # [B, E] CLIP image embedding (clip_fusion models)
+    crops: torch.Tensor | None = None  # [B, 29, E] CLIP embeddings of the region crops
+    findings: torch.Tensor | None = None  # [B, 29, F] region-level finding probabilities
+    image_findings: torch.Tensor | None = None  # [B, F'] image-level finding probabilities
+    input_checks: list[InputCheck] | None = None  # per image (models with an input check)
 
     def maps_of(self, b: int) -> Any:
         """The backbone maps of image ``b`` alone (for a drawn box)."""
@@ -160,7 +167,7 @@ class Pipeline:
             written: list[dict[str, str]] = [{} for _ in prepared]
             for (b, r), text in zip(index.tolist(), texts):
                 written[b][REGIONS[r]] = text
-            reports = [assemble_report(list(w.items()))[0] for w in written]
+            composed = [self._compose(found, b, p.geometry, written[b]) for b, p in enumerate(prepared)]
         labels, label_regions = self._labels(batch, found, prompts, timer)
         shared = {name: seconds / count for name, seconds in timer.times.items()}
         results = []
@@ -170,8 +177,10 @@ class Pipeline:
             results.append(ReportResult(
                 image=item.source, width=item.width, height=item.height,
                 regions=self._region_results(found, b, item.geometry, chosen[b], written[b]),
-                report=reports[b], labels=labels[b], label_regions=label_regions[b],
-                box_sentence=box_sentences[b], timings=times,
+                report=composed[b][0].report, labels=labels[b], label_regions=label_regions[b],
+                box_sentence=box_sentences[b], timings=times, sentences=composed[b][0].sentences,
+                measurements=composed[b][1],
+                input_check=None if found.input_checks is None else found.input_checks[b],
             ))
         return results
 
@@ -180,7 +189,7 @@ class Pipeline:
         labels = parse_prompts(prompts) or self.default_prompts
         tensor, _ = preprocess(load_image(image), size=self.config.image_size)
         with torch.inference_mode():
-            probs = self.model.clip.zero_shot(tensor.unsqueeze(0).to(self.device), labels)[0]
+            probs = self._zero_shot_calibrated(self.model.clip.zero_shot(tensor.unsqueeze(0).to(self.device), labels))[0]
         return {label: float(p) for label, p in zip(labels, probs.tolist())}
 
     # --- stages (batched: B images) ---------------------------------------------------------
@@ -192,12 +201,75 @@ class Pipeline:
             embedding = torch.cat([self.model.clip.encode_image(chunk) for chunk in batch.split(self.backbone_batch or len(batch))])
         fused = self.model.region_features(batch, out.features, embedding)  # [B, 29, D]
         selection = torch.sigmoid(self.model.selection(fused))  # [B, 29]
-        abnormal = torch.sigmoid(self.model.abnormality(fused))  # [B, 29]
+        abnormal = self._calibrated("abnormality", self.model.abnormality(fused))  # [B, 29]
+        crops = findings = image = None
+        if self.model.findings is not None or self.model.image_findings is not None:
+            crops = self.model.clip.region_embeddings(batch, out.boxes, out.detected, crop_batch=self.crop_batch)
+        if self.model.findings is not None:
+            logits = self.model.findings(fused, crops)  # [B, 29, F]
+            findings = torch.stack([self._calibrated(f"findings.{name}", logits[..., j])
+                                    for j, name in enumerate(self.model.findings.config.findings)], dim=-1)
+            findings = findings * out.detected[..., None]
+        if self.model.image_findings is not None:
+            if embedding is None:
+                embedding = self.model.clip.encode_image(batch)
+            head = self.model.image_findings
+            logits = head(pooled_inputs(head.config.inputs, embedding, fused, crops, out.detected))
+            image = torch.stack([self._calibrated(f"image.{name}", logits[:, j])
+                                 for j, name in enumerate(head.config.findings)], dim=-1)  # [B, F']
+        checks = None
+        if self.model.input_check is not None:
+            if embedding is None:
+                embedding = self.model.clip.encode_image(batch)
+            checks = self.model.input_check.check(input_features(embedding, out.scores, batch))
         return _Regions(
             boxes=out.boxes, scores=out.scores, detected=out.detected, features=fused,
             selection=selection * out.detected, abnormal=abnormal * out.detected,
-            feature_maps=out.feature_maps, embedding=embedding,
+            feature_maps=out.feature_maps, embedding=embedding, crops=crops, findings=findings,
+            image_findings=image, input_checks=checks,
         )
+
+    def _zero_shot_calibrated(self, probs: torch.Tensor) -> torch.Tensor:
+        """Zero-shot softmax probabilities with the validation-fitted temperature on their logit
+        (the positive-minus-negative prompt logit); unchanged without one."""
+        temperature = (self.config.calibration.get("zero_shot") or {}).get("temperature")
+        if not temperature:
+            return probs
+        return torch.sigmoid(torch.logit(probs.clamp(1e-6, 1 - 1e-6)) / temperature)
+
+    def _calibrated(self, name: str, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities from logits through the model's calibration for ``name`` (Platt
+        ``a * logit + b`` or a ``temperature``; none: a plain sigmoid). -inf logits give 0."""
+        params = self.config.calibration.get(name) or {}
+        if "temperature" in params:
+            logits = logits / params["temperature"]
+        elif "a" in params:
+            logits = torch.where(torch.isfinite(logits), params["a"] * logits + params["b"], logits)
+        return torch.sigmoid(logits)
+
+    def _compose(self, found: _Regions, b: int, geometry: Any, written: dict[str, str]
+                 ) -> tuple[Any, dict[str, float | None]]:
+        """(:class:`crrg.grounding.Composed`, measurements) of image ``b``."""
+        boxes = torch.as_tensor(geometry.to_original(found.boxes[b].cpu())).tolist()
+        detected = found.detected[b].tolist()
+        named = {name: (boxes[i] if detected[i] else None) for i, name in enumerate(REGIONS)}
+        ratio = cardiothoracic_ratio(named)
+        measured = [] if ratio is None else [measurement_sentence(heart_size(ratio, view=None))]
+        region_findings = {}
+        if found.findings is not None:
+            values = found.findings[b].T.tolist()  # [F][29]
+            region_findings = dict(zip(self.model.findings.config.findings, values))
+        image_findings = {}
+        if found.image_findings is not None:
+            image_findings = dict(zip(self.model.image_findings.config.findings,
+                                      map(float, found.image_findings[b].tolist())))
+        grounding = self.config.grounding
+        evidence = ImageEvidence(detected=detected, abnormal=found.abnormal[b].tolist(),
+                                 region_findings=region_findings, image_findings=image_findings,
+                                 generated=written, measurements=measured)
+        composed = compose(evidence, grounding.region_thresholds, grounding.image_thresholds,
+                           self.config.abnormal_threshold, grounding.decoder_findings)
+        return composed, {"cardiothoracic_ratio": ratio}
 
     def _choose(self, found: _Regions, regions: Sequence[str] | None) -> torch.Tensor:
         """[B, 29] bool: regions that get a sentence (never an undetected one)."""
@@ -235,7 +307,9 @@ class Pipeline:
         with timer("clip"):
             probs = self.model.clip.zero_shot(batch, labels, image_features=found.embedding)  # [B, L]
             scores = self.model.clip.region_scores(batch, found.boxes, found.detected, labels,
-                                                   crop_batch=self.crop_batch)  # [B, L, 29]
+                                                   crop_batch=self.crop_batch,
+                                                   embeddings=found.crops)  # [B, L, 29]
+            probs = self._zero_shot_calibrated(probs)
         valid = torch.isfinite(scores)
         best = torch.where(valid, scores, -torch.inf).argmax(dim=-1).tolist()  # [B, L]
         any_valid = valid.any(dim=-1).tolist()  # [B, L]

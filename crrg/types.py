@@ -39,6 +39,64 @@ class RegionResult:
         }
 
 
+EVIDENCE_KINDS: tuple[str, ...] = ("region", "measurement", "image")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one report sentence rests on.
+
+    ``kind``: ``"region"`` (a region-level classifier trained on region-level labels, for the
+    sentence's ``regions``), ``"measurement"`` (a value computed from detected anatomy, in
+    ``value``) or ``"image"`` (an image-level classifier: the sentence names no location).
+    ``probability``: the calibrated probability of the finding (or of "normal" for a normal
+    statement) when a classifier gave it; ``value``: the measured value (e.g. the CTR).
+    """
+
+    kind: str
+    probability: float | None = None
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVIDENCE_KINDS:
+            raise ValueError(f"evidence kind must be one of {EVIDENCE_KINDS}, got {self.kind!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind,
+                "probability": None if self.probability is None else round(self.probability, 4),
+                "value": None if self.value is None else round(self.value, 4)}
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a report with its evidence (report order).
+
+    ``regions``: the regions the evidence is for (the boxes the demo draws); ``finding``: the
+    finding it states (``None`` for a normal statement)."""
+
+    text: str
+    regions: tuple[str, ...]
+    finding: str | None
+    evidence: Evidence
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "regions": list(self.regions), "finding": self.finding,
+                "evidence": self.evidence.to_json()}
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """Does the input look like a frontal chest radiograph? ``score``: the checker's
+    probability that it is one (0-1); ``reason``: why not, for the user (``None`` when ok)."""
+
+    ok: bool
+    score: float
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "score": round(self.score, 4), "reason": self.reason}
+
+
 @dataclass(frozen=True)
 class BoxSentence:
     """A sentence written for a user-drawn box (RGRG's interactive mode)."""
@@ -62,6 +120,11 @@ class ReportResult:
     box_sentence: BoxSentence | None = None
     timings: dict[str, float] = field(default_factory=dict)
     disclaimer: str = DISCLAIMER
+    #: the report's sentences with their evidence, report order (``report`` is their text joined)
+    sentences: tuple[Sentence, ...] = ()
+    #: values measured from the detected anatomy (``None`` where the anatomy was not found)
+    measurements: dict[str, float | None] = field(default_factory=dict)
+    input_check: InputCheck | None = None
 
     def region(self, name: str) -> RegionResult:
         for region in self.regions:
@@ -70,8 +133,8 @@ class ReportResult:
         raise KeyError(f"no region {name!r}")
 
     @property
-    def sentences(self) -> list[tuple[str, str]]:
-        """(region, sentence) of the regions that got a sentence, anatomical order."""
+    def region_sentences(self) -> list[tuple[str, str]]:
+        """(region, generated sentence) of the regions the decoder wrote for, anatomical order."""
         return [(r.name, r.sentence) for r in self.regions if r.sentence]
 
     def to_json(self) -> dict[str, Any]:
@@ -82,6 +145,9 @@ class ReportResult:
             "height": self.height,
             "regions": [r.to_json() for r in self.regions],
             "report": self.report,
+            "sentences": [s.to_json() for s in self.sentences],
+            "measurements": {k: None if v is None else round(v, 4) for k, v in self.measurements.items()},
+            "input_check": None if self.input_check is None else self.input_check.to_json(),
             "labels": {k: round(v, 4) for k, v in self.labels.items()},
             "label_regions": self.label_regions,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},

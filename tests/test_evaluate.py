@@ -249,7 +249,7 @@ def test_batched_inference_matches_the_pipeline(prepared_dir: Path) -> None:
     records = [r for r in ev.test_records(prepared, None, 0) if r["source"] == "jsrt_scr"]
     keys = {r["image"] for r in records}
     outputs, failed = ev.run_inference(model, records, prepared, ["pneumonia"], keys, batch_size=2)
-    ev.generate_reports(model, outputs, keys, decode_batch=5)
+    ev.generate_reports(model, outputs, keys, prepared, batch_size=2)
     assert not failed
     for record in records:
         result = pipe(prepared.path(record["image"]), prompts=["pneumonia"])

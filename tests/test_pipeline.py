@@ -47,16 +47,26 @@ def test_result_lists_all_regions_with_boxes_in_original_pixels(pipe: Pipeline, 
     assert result.disclaimer == crrg.DISCLAIMER
 
 
-def test_report_is_the_deduplicated_region_sentences(pipe: Pipeline, image: Path) -> None:
+def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(pipe: Pipeline, image: Path) -> None:
     result = pipe(image, prompts=[])
     assert result.labels == {}
-    for _, sentence in result.sentences:
+    for _, sentence in result.region_sentences:
         assert sentence.strip()
-    # Every report sentence comes from a region sentence (normalised by assembly).
-    from crrg.report import assemble_report
+    assert result.report == " ".join(s.text for s in result.sentences)
+    from crrg.locations import is_supported
+    from crrg.report import normalize_sentence
 
-    expected, _ = assemble_report(result.sentences)
-    assert result.report == expected
+    written = {normalize_sentence(t) for _, t in result.region_sentences}
+    for s in result.sentences:
+        assert is_supported(s.text, s.regions, s.evidence.kind)
+        assert s.evidence.kind in ("region", "measurement", "image")
+        if s.evidence.kind == "region" and s.finding is None:  # a kept decoder statement
+            assert s.text in written and s.regions
+            assert all(result.region(r).box is not None for r in s.regions)
+    assert set(result.measurements) == {"cardiothoracic_ratio"}
+    line = json.loads(result.to_json_line())
+    assert [x["text"] for x in line["sentences"]] == [s.text for s in result.sentences]
+    assert set(line["measurements"]) == {"cardiothoracic_ratio"}
 
 
 def test_undetected_regions_are_never_described(image: Path) -> None:

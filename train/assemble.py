@@ -9,6 +9,12 @@ README.md + LICENSE.md). The card's front matter (licence, tags, and with ``--me
 existing OUT/metrics.json the held-out results as ``model-index``) comes from :mod:`crrg.card`;
 an existing OUT/README.md (a hand-written model card) keeps its body.
 
+``--heads DIR`` (``train.train_heads`` output: ``heads.pt``, ``grounding.json``, and
+``calibration.json`` when fitted) adds the evidence heads (:mod:`crrg.findings`), replaces the
+abnormality head with the one trained on region-level labels, and sets the thresholds and the
+calibration; ``--decoder-from MODEL`` takes the stage-3 decoder of another run (same features).
+``--input-check DIR`` (``train.train_input_check`` output) adds the input checker.
+
 ``--clip-fusion on`` turns on :mod:`crrg.fusion` with a fresh (zero, so inactive) fusion MLP,
 to start stage 2 from a detector + a trained CLIP; ``off`` removes it. A trained fusion is tied
 to its CLIP, so replacing the CLIP of such a model is refused.
@@ -23,15 +29,48 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from crrg.config import from_dict
+from crrg.findings import GroundingConfig, ImageFindings, ImageFindingsConfig, RegionFindings, RegionFindingsConfig
 from crrg.fusion import ClipFusion
 from crrg.model import CRRGModel, replace
 
 logger = logging.getLogger(__name__)
 
 
+def attach_heads(model: CRRGModel, folder: Path) -> None:
+    """The evidence heads, region-level abnormality head, thresholds and calibration of a
+    ``train.train_heads`` run."""
+    bundle = torch.load(folder / "heads.pt", weights_only=False)
+    findings = RegionFindings(from_dict(RegionFindingsConfig, bundle["findings_config"]))
+    findings.load_state_dict(bundle["findings"])
+    image = ImageFindings(from_dict(ImageFindingsConfig, bundle["image_findings_config"]))
+    image.load_state_dict(bundle["image_findings"])
+    model.abnormality.load_state_dict(bundle["abnormality"])
+    grounding = from_dict(GroundingConfig, json.loads((folder / "grounding.json").read_text()))
+    calibration_path = folder / "calibration.json"
+    calibration = json.loads(calibration_path.read_text()) if calibration_path.is_file() else {}
+    model.config = dataclasses.replace(model.config, findings=findings.config, image_findings=image.config,
+                                       grounding=grounding, calibration=calibration)
+    model.findings, model.image_findings = findings.float(), image.float()
+
+
+def attach_input_check(model: CRRGModel, folder: Path) -> None:
+    from crrg.input_check import InputCheckConfig, InputChecker
+    from safetensors.torch import load_file
+
+    config = from_dict(InputCheckConfig, json.loads((folder / "config.json").read_text()))
+    checker = InputChecker(config)
+    checker.load_state_dict(load_file(str(folder / "input_check.safetensors")))
+    model.config = dataclasses.replace(model.config, input_check=config)
+    model.input_check = checker.float()
+
+
 def assemble(base: Path, clip: Path | None, out: Path, variant: str | None = None,
              clip_fusion: bool | None = None, settings: dict[str, Any] | None = None,
-             metrics: Path | dict[str, Any] | None = None) -> CRRGModel:
+             metrics: Path | dict[str, Any] | None = None, heads: Path | None = None,
+             decoder_from: Path | None = None, input_check: Path | None = None) -> CRRGModel:
     """``settings``: inference-time config changes, ``{"detector__box_vote_iou": 0.5}``
     (:func:`crrg.model.replace`); fields that change weight shapes are refused. ``metrics``: a
     ``train.evaluate`` metrics.json (or dict) of these weights, copied to OUT/metrics.json and
@@ -55,6 +94,14 @@ def assemble(base: Path, clip: Path | None, out: Path, variant: str | None = Non
     if clip_fusion is not None and clip_fusion != (model.fusion is not None):
         model.config = dataclasses.replace(model.config, clip_fusion=clip_fusion)
         model.fusion = ClipFusion(model.config.clip.embed_dim, model.config.detector.feature_dim) if clip_fusion else None
+    if decoder_from is not None:
+        donor = CRRGModel.from_pretrained(str(decoder_from))
+        model.config = dataclasses.replace(model.config, decoder=donor.config.decoder)
+        model.decoder = donor.decoder
+    if heads is not None:
+        attach_heads(model, heads)
+    if input_check is not None:
+        attach_input_check(model, input_check)
     if variant:
         model.config = dataclasses.replace(model.config, variant=variant)
     model.save_pretrained(out, metrics=metrics)
@@ -74,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="turn the CLIP -> region-feature fusion on (fresh) or off")
     parser.add_argument("--metrics", type=Path, default=None,
                         help="train.evaluate metrics.json of the assembled weights (model card eval results)")
+    parser.add_argument("--heads", type=Path, default=None, help="train.train_heads output folder")
+    parser.add_argument("--decoder-from", type=Path, default=None, help="model folder whose decoder to take")
+    parser.add_argument("--input-check", type=Path, default=None, help="train.train_input_check output folder")
     parser.add_argument("--set", action="append", default=[], metavar="PART.FIELD=JSON",
                         help="inference setting, e.g. detector.box_vote_iou=0.5 (repeatable)")
     args = parser.parse_args(argv)
@@ -85,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             parser.error(f"--set needs KEY=VALUE, got {item!r}")
         settings[key.replace(".", "__")] = json.loads(value)
-    assemble(args.base, args.clip, args.out, args.variant, fusion, settings, args.metrics)
+    assemble(args.base, args.clip, args.out, args.variant, fusion, settings, args.metrics, args.heads,
+             args.decoder_from, args.input_check)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ from crrg.metrics import (binary_metrics, chexpert_reference, compute_classifica
 from crrg.metrics.nlg import SCORERS
 from crrg.model import CRRGModel
 from crrg.regions import REGION_INDEX, REGIONS
-from crrg.report import assemble_report
+from crrg.types import ReportResult
+from train.eval_grounding import grounding_metrics
+from train.finding_labels import FindingLabeler
 from train.datasets import Prepared, merge_records
 from train.targets import common_regions, paired_sentences, region_targets
 
@@ -91,7 +93,6 @@ class EvalOptions:
     report_limit: int = 300  # labelled test images that get a generated report (stratified)
     examples: int = 4  # overlay PNGs written to OUT/examples
     batch_size: int = 8  # images per detector / CLIP batch
-    decode_batch: int = 128  # regions per decoder.generate call
     seed: int = 0
     nlg_metrics: tuple[str, ...] = SCORERS
     common_threshold: float = 0.3  # as train.train_detector / train.train_decoder
@@ -199,27 +200,22 @@ def run_inference(model: CRRGModel, records: Sequence[dict[str, Any]], prepared:
 
 @torch.inference_mode()
 def generate_reports(model: CRRGModel, outputs: dict[str, Outputs], keys: Iterable[str],
-                     decode_batch: int) -> None:
-    """Fill ``report`` / ``sentences`` as the pipeline would (selected regions -> decoder ->
-    :func:`crrg.report.assemble_report`), decoding regions of many images per call."""
-    device = next(model.parameters()).device
+                     prepared: Prepared, batch_size: int) -> dict[str, ReportResult]:
+    """Reports of ``keys`` exactly as the pipeline writes them (evidence heads, measurements,
+    :mod:`crrg.grounding`); fills ``report`` / ``sentences`` (the decoder's, per region) of
+    ``outputs`` and returns the full results (sentences with their evidence)."""
+    from crrg.pipeline import Pipeline
+
+    pipe = Pipeline(model, device=next(model.parameters()).device)
     keys = [k for k in dict.fromkeys(keys) if k in outputs]
-    queue: list[tuple[str, int]] = []
-    for key in keys:
-        out = outputs[key]
-        chosen = model.select_regions(torch.as_tensor(out.selection),
-                                      torch.as_tensor(out.detected)).numpy()  # [29]
-        queue.extend((key, int(i)) for i in np.flatnonzero(chosen))
-    sentences: list[str] = []
-    for start in tqdm(range(0, len(queue), decode_batch), desc="generate", unit="batch"):
-        part = queue[start:start + decode_batch]
-        features = torch.stack([outputs[k].features[i] for k, i in part]).to(device)  # [N, D]
-        sentences += model.decoder.generate(features, num_beams=model.config.num_beams)
-    for (key, i), sentence in zip(queue, sentences):
-        outputs[key].sentences[REGIONS[i]] = sentence
-    for key in keys:
-        ordered = sorted(outputs[key].sentences.items(), key=lambda item: REGION_INDEX[item[0]])
-        outputs[key].report = assemble_report(ordered)[0]
+    results: dict[str, ReportResult] = {}
+    for start in tqdm(range(0, len(keys), batch_size), desc="reports", unit="batch"):
+        part = keys[start:start + batch_size]
+        for key, result in zip(part, pipe.batch([prepared.path(k) for k in part], prompts=[])):
+            outputs[key].report = result.report
+            outputs[key].sentences = dict(result.region_sentences)
+            results[key] = result
+    return results
 
 
 # ------------------------------------------------------------------------------ detector
@@ -509,7 +505,7 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
                 _count(r["source"] for r in records), len(sample), len(paired_text))
     outputs, failed = run_inference(model, records, prepared, labels, set(keep), opts.batch_size)
     lap("inference")
-    generate_reports(model, outputs, keep, opts.decode_batch)
+    results = generate_reports(model, outputs, keep, prepared, opts.batch_size)
     lap("reports")
     sample = [r for r in sample if r["image"] in outputs]
     paired_text = [r for r in paired_text if r["image"] in outputs]
@@ -528,9 +524,16 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
                               "templates": model.config.clip.templates,
                               "tasks_in_default_prompts": set(labels) <= set(model.config.prompts)},
         "reports": report_metrics(sample, outputs),
+        "grounding": grounding_metrics(sample, results, FindingLabeler(prepared.data_root),
+                                       {r["image"]: r["boxes"] for r in prepared.regions(opts.split)}),
     }
     lap("metrics")
     metrics["nlg"] = nlg_metrics(paired_text, outputs, opts.nlg_metrics)
+    # issue #10 §4: NLG on the COVID note pairs (model vs most-common and CLIP-retrieval
+    # baselines), merged into "nlg" as n_pairs / n_train_pairs / model / baselines (train/nlg_eval.py)
+    from train.nlg_eval import evaluate_note_pairs
+    metrics["nlg"].update(evaluate_note_pairs(model, prepared, split=opts.split, limit=opts.limit,
+                                              seed=opts.seed, metrics=opts.nlg_metrics))
     lap("nlg")
     metrics["examples"] = [plot_example(out / "examples" / f"example_{i}_{r['source']}.png", r,
                                         outputs[r["image"]], prepared).name

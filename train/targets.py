@@ -25,9 +25,10 @@ Target sentence (stage 3)
       "pneumonia"), so the sentence says what the image is labelled with, not only an
       appearance ("opacity") that the label extractor cannot tell from other diseases.
       ``require_primary=False`` drops that last condition (any compatible finding will do).
-      A lung region with no such sentence of its own borrows the agreeing sentences of the
-      other lung regions of its side, then of either side (image-level labels do not locate
-      a pneumonia, so the side a borrowed sentence names is as good as any);
+      When the region's abnormal status comes from image labels only (not from the source's
+      own region-level truth, ``region_abnormal``), the sentence must name no side, lobe or
+      zone (:func:`crrg.locations.named_locations`): the labels do not locate the finding.
+      A sentence is never borrowed from another region or side;
     - region ``unknown``, or no agreeing sentence: skipped (no target).
     The pool: IU X-ray train sentences (``sentences.jsonl``) and, by default, the imaging
     sentences of the train images' clinical notes (:func:`note_sentences`); with
@@ -53,7 +54,8 @@ import torch
 from torch import Tensor
 
 from crrg.labels import FINDINGS
-from crrg.regions import LUNG_REGIONS, NUM_REGIONS, REGION_INDEX, REGIONS
+from crrg.locations import named_locations
+from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
 
 COMPATIBLE: dict[str, tuple[str, ...]] = {
     "pneumonia": ("pneumonia", "lung opacity", "consolidation"),
@@ -188,22 +190,20 @@ class SentenceMatcher:
             entry = (line["text"], bool(line.get("abnormal")), frozenset(line.get("findings", [])))
             for region in line.get("regions", []):
                 self.by_region[region].append(entry)
-        self._cache: dict[tuple[str, str, frozenset[str]], list[str]] = {}
+        self._cache: dict[tuple[str, str, frozenset[str], bool], list[str]] = {}
 
-    def candidates(self, region: str, status: str, labels: dict[str, int]) -> list[str]:
+    def candidates(self, region: str, status: str, labels: dict[str, int],
+                   localised: bool = True) -> list[str]:
+        """Agreeing sentences for ``region``; ``localised=False`` (an abnormal status known from
+        image labels only): only sentences that name no location."""
         positives = positive_findings(labels)
-        key = (region, status, positives)
+        key = (region, status, positives, localised or status != "abnormal")
         if key not in self._cache:
             pool = self._match(region, status, labels)
-            if not pool and status == "abnormal" and region in LUNG_REGIONS:
-                side = region.split()[0]
-                pool = self._borrow([r for r in LUNG_REGIONS if r.startswith(side)], labels)
-                pool = pool or self._borrow(list(LUNG_REGIONS), labels)
+            if status == "abnormal" and not localised:
+                pool = [t for t in pool if not named_locations(t)]
             self._cache[key] = pool
         return self._cache[key]
-
-    def _borrow(self, regions: list[str], labels: dict[str, int]) -> list[str]:
-        return sorted({t for r in regions for t in self._match(r, "abnormal", labels)})
 
     def _match(self, region: str, status: str, labels: dict[str, int]) -> list[str]:
         entries = self.by_region.get(region, [])
@@ -219,15 +219,17 @@ class SentenceMatcher:
     def sample(self, record: dict[str, Any], rng: random.Random) -> list[str | None]:
         """[29] one agreeing sentence per region (None where there is none)."""
         status, labels = region_status(record), record.get("labels") or {}
+        localised = record.get("region_abnormal") or {}
         out: list[str | None] = []
         for region in REGIONS:
-            pool = self.candidates(region, status[region], labels)
+            pool = self.candidates(region, status[region], labels, region in localised)
             out.append(rng.choice(pool) if pool else None)
         return out
 
     def has_any(self, record: dict[str, Any]) -> bool:
         status, labels = region_status(record), record.get("labels") or {}
-        return any(self.candidates(r, status[r], labels) for r in REGIONS)
+        localised = record.get("region_abnormal") or {}
+        return any(self.candidates(r, status[r], labels, r in localised) for r in REGIONS)
 
 
 def standalone(text: str) -> bool:
@@ -245,11 +247,12 @@ def sentence_pool(prepared: Any, split: str, sources: Iterable[str]) -> list[dic
     return lines
 
 
-def note_sentences(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def note_sentences(records: Iterable[dict[str, Any]], paired: bool = False) -> list[dict[str, Any]]:
     """Imaging sentences of clinical notes (``text_kind == "clinical_notes"``) as sentence lines
     (the fields of ``train.prepare``'s ``sentences.jsonl``, ``source`` "clinical_notes",
     ``image`` None: a case's notes cover several radiographs taken days apart, so they are
-    pooled, not paired). A sentence is kept when it names a region and describes a radiograph
+    pooled, not paired; ``paired=True``: each image keeps its own note's sentences, ``image`` set,
+    for RGRG's paired stage-3 path and CLIP pairs). A sentence is kept when it names a region and describes a radiograph
     (:data:`IMAGING_WORDS`, not :data:`NOT_RADIOGRAPH`) in a report's words (no
     :data:`CASE_HISTORY`, at most :data:`NOTE_MAX_WORDS` words); each distinct text once. Pass only
     train-split records."""
@@ -260,6 +263,8 @@ def note_sentences(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         if record.get("text_kind") != "clinical_notes" or not record.get("text"):
             continue
+        if paired:
+            seen = set()
         for text in split_sentences(record["text"]):
             if text in seen:
                 continue
@@ -269,7 +274,8 @@ def note_sentences(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     or CASE_HISTORY.search(text) or len(text.split()) > NOTE_MAX_WORDS):
                 continue
             lines.append({"report": f"notes:{record.get('patient') or record['image']}",
-                          "source": "clinical_notes", "split": record.get("split"), "image": None,
+                          "source": "clinical_notes", "split": record.get("split"),
+                          "image": record["image"] if paired else None, "index": len(lines),
                           "text": text, "regions": list(info.regions), "abnormal": info.abnormal,
                           "findings": extract_findings(text)})
     return lines

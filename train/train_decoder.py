@@ -37,6 +37,7 @@ from train.targets import (
     paired_region_sentences,
     paired_sentences,
     region_targets,
+    note_sentences,
     sentence_pool,
 )
 from train.train_detector import classifier_losses, region_features
@@ -52,7 +53,8 @@ class DecoderRunConfig(RunConfig):
     sentences; ``sentence_sources``: sources of the sentence pool for matching
     (:func:`train.targets.sentence_pool`); ``require_primary``: an abnormal region's sentence
     must name one of the image's findings; ``standalone_only``: no "XXXX" or comparison wording
-    (both :class:`train.targets.SentenceMatcher`).
+    (both :class:`train.targets.SentenceMatcher`). ``paired_notes``: an image's own clinical-note
+    radiograph sentences are its paired text (:func:`train.targets.note_sentences`, ``paired``).
     ``cache_features``: keep each image's region features (fp16, ~15 KB per image) after its
     first pass and skip the detector afterwards; needs a frozen detector and no augmentation
     (the features are then the same every epoch); later epochs then cost only the LM (and
@@ -78,6 +80,7 @@ class DecoderRunConfig(RunConfig):
     detector_loss_weight: float = 1.0
     classifier_loss_weight: float = 1.0
     common_threshold: float = 0.3
+    paired_notes: bool = True  # COVID images' own clinical-note radiograph sentences as paired text
 
     def __post_init__(self) -> None:
         if self.cache_features and (self.train_detector or self.augment.enabled):
@@ -184,6 +187,8 @@ class SentenceFields:
 
     def __init__(self, prepared: Prepared, cfg: DecoderRunConfig) -> None:
         every = prepared.sentences(None)
+        if cfg.paired_notes:  # an image's own note sentences are its paired text
+            every = every + note_sentences(prepared.images(None), paired=True)
         self.paired = paired_sentences(every)
         pool = [s for s in sentence_pool(prepared, "train", cfg.sentence_sources) if not s.get("image")]
         self.matcher = SentenceMatcher(pool, cfg.require_primary, cfg.standalone_only) if cfg.open_matching else None

@@ -1,0 +1,106 @@
+"""Tensors for training the evidence heads on cached tower outputs (:mod:`train.region_features`).
+
+One :class:`HeadData` holds, for N prepared images: the cached features, the region-level finding
+targets and masks (:class:`train.finding_labels.FindingLabeler`), the region-level abnormality
+target (any pathology finding; normal images: every region normal) and the image-level target
+(pneumonia-like vs normal), plus source / split / label metadata for splits and LOSO folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from crrg.findings import REGION_FINDINGS
+from crrg.regions import REGION_INDEX
+from train.datasets import Prepared
+from train.finding_labels import FindingLabeler
+
+LUNG_DISEASE = ("pneumonia", "covid-19", "lung opacity", "consolidation")
+PATHOLOGY = ("nodule", "opacity")  # region findings that make a region abnormal
+
+
+def image_target(row: dict[str, Any]) -> int | None:
+    """1 pneumonia-like, 0 normal (or a JSRT screening image), None unknown."""
+    labels = row.get("labels") or {}
+    if any(labels.get(k) == 1 for k in LUNG_DISEASE):
+        return 1
+    if labels.get("no finding") == 1 or row["source"] == "jsrt_scr":
+        return 0
+    return None
+
+
+@dataclass
+class HeadData:
+    keys: list[str]
+    rows: list[dict[str, Any]]
+    fused: Tensor  # [N, 29, D]
+    crops: Tensor  # [N, 29, E]
+    embedding: Tensor  # [N, E]
+    detected: Tensor  # [N, 29] bool
+    boxes: Tensor  # [N, 29, 4] stored-image pixels (predicted)
+    findings: Tensor  # [N, 29, F]
+    findings_known: Tensor  # [N, 29, F] bool
+    abnormal: Tensor  # [N, 29]
+    abnormal_known: Tensor  # [N, 29] bool
+    image: Tensor  # [N] 0/1
+    image_known: Tensor  # [N] bool
+
+    @property
+    def sources(self) -> list[str]:
+        return [r["source"] for r in self.rows]
+
+    @property
+    def splits(self) -> list[str]:
+        return [r["split"] for r in self.rows]
+
+    def index(self, split: str | None = None, sources: set[str] | None = None,
+              exclude: set[str] | None = None) -> Tensor:
+        keep = [i for i, r in enumerate(self.rows)
+                if (split is None or r["split"] == split)
+                and (sources is None or r["source"] in sources)
+                and (exclude is None or r["source"] not in exclude)]
+        return torch.tensor(keep, dtype=torch.long)
+
+
+def build(prepared: Prepared, features: dict[str, dict[str, Any]],
+          findings: tuple[str, ...] = REGION_FINDINGS) -> HeadData:
+    labeler = FindingLabeler(prepared.data_root, findings)
+    boxes = {r["image"]: r["boxes"] for r in prepared.regions(None)}
+    rows = [r for r in prepared.images(None) if r.get("image") in features]
+    rows.sort(key=lambda r: r["image"])
+    targets, knowns, abn, abn_known, img, img_known = [], [], [], [], [], []
+    path_idx = [findings.index(f) for f in PATHOLOGY if f in findings]
+    for row in rows:
+        t, k = labeler(row, boxes.get(row["image"]))
+        targets.append(t)
+        knowns.append(k)
+        a = (t[:, path_idx] * k[:, path_idx]).amax(dim=1)  # [29]
+        ak = k[:, path_idx].any(dim=1)
+        normal = (row.get("labels") or {}).get("no finding") == 1 or (
+            row["source"] == "jsrt_scr")
+        if normal:
+            ak = torch.ones_like(ak)
+        for region, value in (row.get("region_abnormal") or {}).items():
+            a[REGION_INDEX[region]] = float(bool(value)) if not a[REGION_INDEX[region]] else 1.0
+            ak[REGION_INDEX[region]] = True
+        abn.append(a)
+        abn_known.append(ak)
+        y = image_target(row)
+        img.append(float(y or 0))
+        img_known.append(y is not None)
+    f = [features[r["image"]] for r in rows]
+    return HeadData(
+        keys=[r["image"] for r in rows], rows=rows,
+        fused=torch.stack([x["fused"] for x in f]).float(),
+        crops=torch.stack([x["crops"] for x in f]).float(),
+        embedding=torch.stack([x["embedding"] for x in f]).float(),
+        detected=torch.stack([x["detected"] for x in f]).bool(),
+        boxes=torch.stack([x["boxes"] for x in f]).float(),
+        findings=torch.stack(targets), findings_known=torch.stack(knowns),
+        abnormal=torch.stack(abn), abnormal_known=torch.stack(abn_known),
+        image=torch.tensor(img), image_known=torch.tensor(img_known),
+    )

@@ -1,0 +1,183 @@
+"""Inputs that are not frontal chest radiographs, built from what this machine has, for the input
+check (``train.train_input_check``). Every generator returns a grayscale or RGB PIL image and
+its kind; :data:`KINDS` maps each kind to the checker class it should get.
+
+- ``natural``: the photos and pictures matplotlib ships (Grace Hopper, logos), random crops of them;
+- ``mri``: matplotlib's MRI brain slice (``s1045.ima.gz``) and its elevation maps (``topobathy``);
+- ``noise``: uniform, Gaussian, salt-and-pepper noise; ``smooth``: blurred noise, gradients;
+- ``pattern``: stripes, checkerboards, circles; ``text``: rendered text pages and charts;
+- ``crop``: small crops of a radiograph's corners that hold no chest;
+- ``rotated``: radiographs turned 90, 180 or 270 degrees; ``inverted``: radiographs with the grey
+  scale flipped (how a mishandled MONOCHROME1 DICOM looks).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+KINDS: dict[str, str] = {
+    "natural": "not_radiograph", "mri": "not_radiograph", "noise": "not_radiograph",
+    "smooth": "not_radiograph", "pattern": "not_radiograph", "text": "not_radiograph",
+    "crop": "not_radiograph", "rotated": "rotated", "inverted": "inverted",
+}
+SYNTHETIC = ("natural", "mri", "noise", "smooth", "pattern", "text")
+FROM_RADIOGRAPH = ("crop", "rotated", "inverted")
+
+
+def _sample_dir() -> Path:
+    import matplotlib.cbook as cbook
+
+    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).parent
+
+
+def _size(rng: random.Random) -> int:
+    return rng.choice((224, 320, 512, 768, 1024))
+
+
+def natural(rng: random.Random) -> Image.Image:
+    folder = _sample_dir()
+    name = rng.choice(["grace_hopper.jpg", "logo2.png", "Minduka_Present_Blue_Pack.png"])
+    with Image.open(folder / name) as im:
+        image = im.convert("RGB")
+    w, h = image.size
+    cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    image = image.crop((x, y, x + cw, y + ch))
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    return image.resize((_size(rng), _size(rng)))
+
+
+def mri(rng: random.Random) -> Image.Image:
+    folder = _sample_dir()
+    if rng.random() < 0.5:
+        with gzip.open(folder / "s1045.ima.gz") as f:
+            data = np.frombuffer(f.read(), np.uint16).reshape(256, 256).astype(np.float32)
+    else:
+        with np.load(folder / rng.choice(["topobathy.npz", "jacksboro_fault_dem.npz"])) as z:
+            data = np.asarray(z[z.files[0]], dtype=np.float32)
+    data = (data - data.min()) / max(1e-6, float(np.ptp(data)))
+    image = Image.fromarray((data * 255).astype(np.uint8))
+    return image.rotate(rng.choice((0, 90, 180, 270)), expand=True).resize((_size(rng),) * 2)
+
+
+def noise(rng: random.Random) -> Image.Image:
+    s = _size(rng)
+    g = np.random.default_rng(rng.randrange(2**31))
+    kind = rng.choice(("uniform", "gaussian", "salt"))
+    if kind == "uniform":
+        data = g.uniform(0, 255, (s, s))
+    elif kind == "gaussian":
+        data = g.normal(rng.uniform(60, 190), rng.uniform(10, 70), (s, s))
+    else:
+        data = np.where(g.random((s, s)) < rng.uniform(0.05, 0.5), 255.0, 0.0)
+    return Image.fromarray(np.clip(data, 0, 255).astype(np.uint8))
+
+
+def smooth(rng: random.Random) -> Image.Image:
+    s = _size(rng)
+    if rng.random() < 0.5:
+        return noise(rng).resize((s, s)).filter(ImageFilter.GaussianBlur(rng.uniform(4, 30)))
+    y, x = np.mgrid[0:s, 0:s] / s
+    a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
+    data = a * x + b * y
+    data = (data - data.min()) / max(1e-6, float(np.ptp(data)))
+    return Image.fromarray((data * 255).astype(np.uint8))
+
+
+def pattern(rng: random.Random) -> Image.Image:
+    s = _size(rng)
+    image = Image.new("L", (s, s), rng.randint(0, 255))
+    draw = ImageDraw.Draw(image)
+    kind = rng.choice(("stripes", "checker", "circles"))
+    step = rng.randint(8, max(9, s // 6))
+    if kind == "stripes":
+        for i in range(0, 2 * s, step * 2):
+            draw.line([(i, 0), (i - s * rng.uniform(0, 1), s)], fill=rng.randint(0, 255), width=step)
+    elif kind == "checker":
+        for y in range(0, s, step):
+            for x in range(0, s, step):
+                if (x // step + y // step) % 2:
+                    draw.rectangle([x, y, x + step, y + step], fill=rng.randint(0, 255))
+    else:
+        for _ in range(rng.randint(3, 30)):
+            cx, cy, r = rng.randint(0, s), rng.randint(0, s), rng.randint(5, s // 3)
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rng.randint(0, 255))
+    return image
+
+
+WORDS = ("patient report chest radiograph findings impression normal lungs clear heart size "
+         "invoice total amount date page figure table results method the of and to in is").split()
+
+
+def text(rng: random.Random) -> Image.Image:
+    s = _size(rng)
+    if rng.random() < 0.3:
+        return _chart(rng, s)
+    image = Image.new("L", (s, s), rng.choice((255, 245, 230, 0, 30)))
+    ink = 0 if image.getpixel((0, 0)) > 128 else 255
+    draw = ImageDraw.Draw(image)
+    y = rng.randint(4, 30)
+    while y < s - 12:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14)))
+        draw.text((rng.randint(4, 30), y), line, fill=ink)
+        y += rng.randint(12, 24)
+    return image
+
+
+def _chart(rng: random.Random, s: int) -> Image.Image:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=max(56, s // 4))
+    x = np.arange(20)
+    (ax.bar if rng.random() < 0.5 else ax.plot)(x, np.random.default_rng(rng.randrange(999)).random(20))
+    ax.set_title("results")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("L")
+
+
+def crop(radiograph: Image.Image, rng: random.Random) -> Image.Image:
+    """A corner crop (a fifth of the width) of a radiograph: border, shoulder or abdomen, no chest."""
+    w, h = radiograph.size
+    cw, ch = int(w * rng.uniform(0.12, 0.22)), int(h * rng.uniform(0.12, 0.22))
+    x = rng.choice((0, w - cw))
+    y = rng.choice((0, h - ch))
+    return radiograph.crop((x, y, x + cw, y + ch)).resize((_size(rng),) * 2)
+
+
+def rotated(radiograph: Image.Image, rng: random.Random) -> Image.Image:
+    return radiograph.rotate(rng.choice((90, 180, 270)), expand=True)
+
+
+def inverted(radiograph: Image.Image, rng: random.Random) -> Image.Image:
+    return ImageOps.invert(radiograph.convert("L"))
+
+
+GENERATORS: dict[str, Callable[[random.Random], Image.Image]] = {
+    "natural": natural, "mri": mri, "noise": noise, "smooth": smooth, "pattern": pattern, "text": text}
+FROM: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
+    "crop": crop, "rotated": rotated, "inverted": inverted}
+
+
+def resized(radiograph: Image.Image, side: int) -> Image.Image:
+    """The radiograph with its longest side ``side`` px (224 .. 2048), re-encoded as JPEG."""
+    w, h = radiograph.size
+    scale = side / max(w, h)
+    image = radiograph.convert("L").resize((max(1, round(w * scale)), max(1, round(h * scale))))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    buf.seek(0)
+    return Image.open(buf).convert("L")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The embedded default model with grounded reports and an input check (issues #10, #11), on a
+# 2-core CPU in about 1 hour, on top of the towers of train/recipes/default_cpu.sh (detector,
+# CLIP and fusion stay frozen; BASE is that recipe's final model):
+#   1. cache the frozen towers' outputs for every prepared image (train.region_features)
+#   2. stage 3 again with the new targets (no borrowed sides; the COVID images' own note sentences
+#      as paired text), fine-tuned from BASE's decoder                        } in parallel
+#   3. the evidence heads, thresholds and calibration on the cache (train.train_heads)
+#   4. the input checker on generated negatives + real radiographs (train.train_input_check)
+#   5. assemble, then evaluate (train.evaluate, train.validate_measurements, train.nlg_eval)
+# Every step resumes or is skipped when its output exists.
+#   bash train/recipes/grounded_cpu.sh PREPARED RUNS BASE
+set -euo pipefail
+P=${1:-runs/prepared}; R=${2:-runs/grounded}; BASE=${3:-assets/crrg-default}; PY=${PYTHON:-.venv/bin/python}
+mkdir -p "$R"
+resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
+
+$PY -m train.region_features --prepared "$P" --weights "$BASE" --out "$R/features" --threads 1 \
+  > "$R/features.log" 2>&1 &
+F=$!
+[ -f "$R/s3/model/config.json" ] || $PY -m train.train_decoder --prepared "$P" --init "$BASE" --out "$R/s3" \
+  --threads 1 $(resume "$R/s3") --set total_steps=500 --set lr=0.0003 --set warmup_steps=30 \
+  --set checkpoint_every=100 --set eval_every=100000 --set cache_features=true \
+  --set 'augment={"enabled": false}' > "$R/s3.log" 2>&1
+wait $F
+[ -f "$R/heads/heads.pt" ] || $PY -m train.train_heads --prepared "$P" --features "$R/features" --out "$R/heads" \
+  --threads 2 > "$R/heads.log" 2>&1
+[ -f "$R/input_check/config.json" ] || $PY -m train.train_input_check --weights "$BASE" --out "$R/input_check" \
+  > "$R/input_check.log" 2>&1
+$PY -m train.assemble --base "$BASE" --decoder-from "$R/s3/model" --heads "$R/heads" \
+  --input-check "$R/input_check" --out "$R/final" --variant default
+$PY -m train.evaluate --weights "$R/final" --prepared "$P" --out "$R/eval" > "$R/eval.log" 2>&1

@@ -1,0 +1,110 @@
+"""Cache what the frozen towers of a model say about each prepared image, for training the heads
+that sit on top of them (findings, image-level, abnormality, calibration) in seconds.
+
+    python -m train.region_features --prepared runs/prepared --weights assets/crrg-default \
+        --out runs/features [--cap 500] [--threads 2]
+
+Per image (one ``.pt`` shard per 256 images, resumable: finished shards are skipped):
+``key`` (the prepared image path), ``fused`` [29, D] region features (detector RoI features fused
+with the CLIP image embedding, what the region heads see), ``crops`` [29, E] CLIP embeddings of
+the region crops, ``embedding`` [E] CLIP image embedding, ``scores`` / ``detected`` [29],
+``boxes`` [29, 4] in stored-image pixels, ``stats`` (crrg.input_check-style intensity
+statistics are not needed here). ``--cap N`` keeps at most N train images per (source, image
+label) of the large image-label-only sources (all val / test images are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crrg.pipeline import load, prepare
+from train.datasets import Prepared
+
+logger = logging.getLogger("train.region_features")
+CAPPED_SOURCES = ("kermany_pneumonia", "covid_radiography")
+SHARD = 256
+
+
+def select_images(prepared: Prepared, cap: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """The prepared images to cache, deterministic order (sorted by path)."""
+    rows = [r for r in prepared.images(None) if r.get("split") in ("train", "val", "test")
+            and r.get("image")]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    keep = []
+    for row in rows:
+        if row["source"] in CAPPED_SOURCES and row["split"] == "train" and cap is not None:
+            groups[(row["source"], str(row.get("abnormal")))].append(row)
+        else:
+            keep.append(row)
+    rng = random.Random(seed)
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: r["image"])
+        keep += rng.sample(group, min(cap, len(group))) if cap is not None else group
+    return sorted(keep, key=lambda r: r["image"])
+
+
+@torch.inference_mode()
+def extract(pipe: Any, prepared: Prepared, rows: list[dict[str, Any]], batch_size: int = 8
+            ) -> list[dict[str, Any]]:
+    model = pipe.model
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        items = [prepare(prepared.path(r["image"]), model.config.image_size) for r in chunk]
+        batch = torch.stack([p.tensor for p in items])
+        found = pipe._detect(batch)  # noqa: SLF001 - the pipeline's own detection pass
+        crops = model.clip.region_embeddings(batch, found.boxes, found.detected, crop_batch=16)
+        for b, (row, item) in enumerate(zip(chunk, items)):
+            boxes = torch.as_tensor(item.geometry.to_original(found.boxes[b].cpu()), dtype=torch.float32)
+            out.append({
+                "key": row["image"], "fused": found.features[b].half(), "crops": crops[b].half(),
+                "embedding": found.embedding[b].half(), "scores": found.scores[b].float(),
+                "detected": found.detected[b].clone(), "boxes": boxes,
+                "width": item.width, "height": item.height,
+            })
+    return out
+
+
+def load_features(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """All cached shards of ``folder`` as {image key: features}."""
+    features: dict[str, dict[str, Any]] = {}
+    for shard in sorted(Path(folder).glob("shard-*.pt")):
+        for item in torch.load(shard, weights_only=False):
+            features[item["key"]] = item
+    return features
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--weights", default="assets/crrg-default")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cap", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    prepared = Prepared(args.prepared)
+    rows = select_images(prepared, args.cap)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pipe = load(args.weights, device="cpu")
+    logger.info("%d images to cache in %d shards", len(rows), -(-len(rows) // SHARD))
+    for index, start in enumerate(range(0, len(rows), SHARD)):
+        path = args.out / f"shard-{index:03d}.pt"
+        if path.is_file():
+            continue
+        items = extract(pipe, prepared, rows[start:start + SHARD])
+        torch.save(items, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+        logger.info("shard %d: %d images", index, len(items))
+
+
+if __name__ == "__main__":
+    main()
