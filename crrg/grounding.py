@@ -35,7 +35,7 @@ REGION_TEMPLATES: dict[str, str] = {
     "support device": "A tube or line projects over the {where}.",
 }
 IMAGE_TEMPLATES: dict[str, tuple[str, str]] = {  # finding -> (present, absent); no locations
-    "pneumonia": ("There are findings that may represent pneumonia.",
+    "pneumonia": ("The appearance is consistent with pneumonia; its location is not determined.",
                   "There is no radiographic evidence of pneumonia."),
 }
 LUNG_FINDINGS = ("nodule", "opacity")

@@ -85,6 +85,7 @@ class LoadedImage:
     pixels: np.ndarray
     source: str = "<array>"
     format: str = "array"
+    view: str | None = None  # "PA" / "AP" when the file says so (DICOM ViewPosition), else unknown
 
     @property
     def width(self) -> int:
@@ -235,7 +236,7 @@ def _minmax(arr: np.ndarray) -> np.ndarray:
     return ((arr - lo) / (hi - lo)).astype(np.float32)
 
 
-def _finish(gray: np.ndarray, source: str, fmt: str) -> LoadedImage:
+def _finish(gray: np.ndarray, source: str, fmt: str, view: str | None = None) -> LoadedImage:
     gray = np.ascontiguousarray(np.clip(gray, 0.0, 1.0), dtype=np.float32)
     if float(gray.max() - gray.min()) < 1e-6:
         raise EmptyImageError(
@@ -243,7 +244,7 @@ def _finish(gray: np.ndarray, source: str, fmt: str) -> LoadedImage:
             "expected a radiograph with visible contrast"
         )
     gray.setflags(write=False)
-    return LoadedImage(pixels=gray, source=source, format=fmt)
+    return LoadedImage(pixels=gray, source=source, format=fmt, view=view)
 
 
 # ----------------------------------------------------------------------------------------- DICOM
@@ -292,7 +293,8 @@ def _from_dicom(data: bytes, source: str) -> LoadedImage:
             f"{source}: DICOM photometric interpretation {photometric!r} is not supported; "
             "expected MONOCHROME1, MONOCHROME2 or RGB"
         )
-    return _finish(gray, source, "DICOM")
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    return _finish(gray, source, "DICOM", view if view in ("PA", "AP") else None)
 
 
 def _voi_output_range(ds: object) -> tuple[float, float] | None:

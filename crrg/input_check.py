@@ -7,7 +7,10 @@ statistics of the preprocessed image that tell inverted and rotated films apart 
 dark and the mediastinum bright on a radiograph; the apices are at the top). The classifier
 (:class:`InputChecker`) has four classes, :data:`INPUT_CLASSES`; an input is accepted when
 P(radiograph) >= ``threshold`` (chosen on validation images), otherwise the most probable other
-class gives the user-facing reason (:data:`REASONS`).
+class gives the user-facing reason (:data:`REASONS`). An accepted input whose CLIP embedding lies
+farther from the training radiographs than ``ood_threshold`` (Mahalanobis distance under a
+shrunk Gaussian fit) is still flagged, as unlike the training images: that part needs no
+negatives, so it also covers kinds of input the classifier never saw.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ REASONS: dict[str, str] = {
                 "the top and the patient's right is on the image's left, then try again."),
     "not_radiograph": ("This does not look like a frontal chest radiograph, so no report was written. "
                        "Upload a frontal (PA or AP) chest X-ray."),
+    "unlike_training": ("This image is unlike the radiographs the model was trained on (its image "
+                        "embedding is far from all of them), so a report would not be reliable."),
 }
 N_STATS = 8
 
@@ -66,6 +71,10 @@ class InputCheckConfig:
     hidden_dim: int = 64  # 0 = a linear classifier
     threshold: float = 0.5  # P(radiograph) at or above which an input is accepted
     classes: tuple[str, ...] = INPUT_CLASSES
+    embed_dim: int = 256  # the leading features: the CLIP image embedding
+    #: Mahalanobis distance of the embedding to the training radiographs above which an input is
+    #: "unlike the training images" whatever the classifier says (None: no such check)
+    ood_threshold: float | None = None
 
 
 class InputChecker(nn.Module):
@@ -81,14 +90,27 @@ class InputChecker(nn.Module):
                                      nn.Linear(config.hidden_dim, out))
         else:
             self.mlp = nn.Linear(config.feature_dim, out)
+        # Gaussian model of the training radiographs' embeddings (train.train_input_check)
+        self.register_buffer("ood_mean", torch.zeros(config.embed_dim))
+        self.register_buffer("ood_precision", torch.eye(config.embed_dim))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.mlp(self.norm(features))
 
+    def distance(self, features: Tensor) -> Tensor:
+        """[B] Mahalanobis distance of the embedding part of ``features`` to the training radiographs."""
+        d = features[:, : self.config.embed_dim] - self.ood_mean
+        return torch.einsum("be,ef,bf->b", d, self.ood_precision, d).clamp(min=0).sqrt()
+
     @torch.no_grad()
     def check(self, features: Tensor) -> list[InputCheck]:
         probs = self(features).softmax(dim=-1)  # [B, 4]
-        return [verdict(row.tolist(), self.config.classes, self.config.threshold) for row in probs]
+        out = [verdict(row.tolist(), self.config.classes, self.config.threshold) for row in probs]
+        if self.config.ood_threshold is not None:
+            far = (self.distance(features) > self.config.ood_threshold).tolist()
+            out = [InputCheck(False, c.score, REASONS["unlike_training"]) if f and c.ok else c
+                   for c, f in zip(out, far)]
+        return out
 
 
 def verdict(probs: Sequence[float], classes: Sequence[str] = INPUT_CLASSES, threshold: float = 0.5

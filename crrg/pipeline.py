@@ -65,6 +65,7 @@ class Prepared:
     tensor: torch.Tensor  # [1, S, S] normalised
     geometry: Any  # crrg.images.Geometry
     preprocess_s: float = 0.0
+    view: str | None = None  # "PA" / "AP" when the file says so (DICOM), else None
 
 
 class _Timer:
@@ -84,7 +85,7 @@ def prepare(image: ImageInput, size: int) -> Prepared:
     loaded = load_image(image)
     tensor, geometry = preprocess(loaded, size=size)
     return Prepared(loaded.source, loaded.width, loaded.height, tensor, geometry,
-                    time.perf_counter() - start)
+                    time.perf_counter() - start, loaded.view)
 
 
 class Pipeline:
@@ -167,7 +168,7 @@ class Pipeline:
             written: list[dict[str, str]] = [{} for _ in prepared]
             for (b, r), text in zip(index.tolist(), texts):
                 written[b][REGIONS[r]] = text
-            composed = [self._compose(found, b, p.geometry, written[b]) for b, p in enumerate(prepared)]
+            composed = [self._compose(found, b, p.geometry, written[b], p.view) for b, p in enumerate(prepared)]
         labels, label_regions = self._labels(batch, found, prompts, timer)
         shared = {name: seconds / count for name, seconds in timer.times.items()}
         results = []
@@ -247,14 +248,14 @@ class Pipeline:
             logits = torch.where(torch.isfinite(logits), params["a"] * logits + params["b"], logits)
         return torch.sigmoid(logits)
 
-    def _compose(self, found: _Regions, b: int, geometry: Any, written: dict[str, str]
-                 ) -> tuple[Any, dict[str, float | None]]:
+    def _compose(self, found: _Regions, b: int, geometry: Any, written: dict[str, str],
+                 view: str | None = None) -> tuple[Any, dict[str, float | None]]:
         """(:class:`crrg.grounding.Composed`, measurements) of image ``b``."""
         boxes = torch.as_tensor(geometry.to_original(found.boxes[b].cpu())).tolist()
         detected = found.detected[b].tolist()
         named = {name: (boxes[i] if detected[i] else None) for i, name in enumerate(REGIONS)}
         ratio = cardiothoracic_ratio(named)
-        measured = [] if ratio is None else [measurement_sentence(heart_size(ratio, view=None))]
+        measured = [] if ratio is None else [measurement_sentence(heart_size(ratio, view=view))]
         region_findings = {}
         if found.findings is not None:
             values = found.findings[b].T.tolist()  # [F][29]

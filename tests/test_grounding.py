@@ -87,7 +87,7 @@ def test_image_level_finding_names_no_location_and_decoder_findings_are_dropped(
     })
     out = compose(ev, image_thresholds={"pneumonia": 0.5})
     texts = [s.text for s in out.sentences]
-    assert "There are findings that may represent pneumonia." in texts
+    assert "The appearance is consistent with pneumonia; its location is not determined." in texts
     assert "No acute osseous abnormality." in texts
     assert not any("right" in t or "left" in t for t in texts)
     assert {why for _, why in out.dropped} >= {"states a finding without region-level evidence",

@@ -104,3 +104,13 @@ def build(prepared: Prepared, features: dict[str, dict[str, Any]],
         abnormal=torch.stack(abn), abnormal_known=torch.stack(abn_known),
         image=torch.tensor(img), image_known=torch.tensor(img_known),
     )
+
+
+def concat(a: HeadData, b: HeadData, tag: str = "augmented") -> HeadData:
+    """``a`` then ``b`` (e.g. augmented copies of training images; their keys get ``#tag``)."""
+    rows = list(a.rows) + [dict(r, **{tag: True}) for r in b.rows]
+    keys = list(a.keys) + [f"{k}#{tag}" for k in b.keys]
+    fields = {name: torch.cat([getattr(a, name), getattr(b, name)])
+              for name in ("fused", "crops", "embedding", "detected", "boxes", "findings", "findings_known",
+                           "abnormal", "abnormal_known", "image", "image_known")}
+    return HeadData(keys=keys, rows=rows, **fields)

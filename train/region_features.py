@@ -8,8 +8,7 @@ Per image (one ``.pt`` shard per 256 images, resumable: finished shards are skip
 ``key`` (the prepared image path), ``fused`` [29, D] region features (detector RoI features fused
 with the CLIP image embedding, what the region heads see), ``crops`` [29, E] CLIP embeddings of
 the region crops, ``embedding`` [E] CLIP image embedding, ``scores`` / ``detected`` [29],
-``boxes`` [29, 4] in stored-image pixels, ``stats`` (crrg.input_check-style intensity
-statistics are not needed here). ``--cap N`` keeps at most N train images per (source, image
+``boxes`` [29, 4] in stored-image pixels. ``--cap N`` keeps at most N train images per (source, image
 label) of the large image-label-only sources (all val / test images are kept).
 """
 
@@ -50,14 +49,24 @@ def select_images(prepared: Prepared, cap: int | None, seed: int = 0) -> list[di
     return sorted(keep, key=lambda r: r["image"])
 
 
+def _augmented(path: Path, key: str) -> Any:
+    from PIL import Image
+
+    from train.source_augment import erase_source_cues
+
+    with Image.open(path) as image:
+        return erase_source_cues(image, random.Random(key))
+
+
 @torch.inference_mode()
-def extract(pipe: Any, prepared: Prepared, rows: list[dict[str, Any]], batch_size: int = 8
-            ) -> list[dict[str, Any]]:
+def extract(pipe: Any, prepared: Prepared, rows: list[dict[str, Any]], batch_size: int = 8,
+            augment: bool = False) -> list[dict[str, Any]]:
     model = pipe.model
     out = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        items = [prepare(prepared.path(r["image"]), model.config.image_size) for r in chunk]
+        items = [prepare(_augmented(prepared.path(r["image"]), r["image"]) if augment else prepared.path(r["image"]),
+                         model.config.image_size) for r in chunk]
         batch = torch.stack([p.tensor for p in items])
         found = pipe._detect(batch)  # noqa: SLF001 - the pipeline's own detection pass
         crops = model.clip.region_embeddings(batch, found.boxes, found.detected, crop_batch=16)
@@ -88,11 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cap", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--augment", action="store_true",
+                        help="train images only, through train.source_augment (erases source cues)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     prepared = Prepared(args.prepared)
     rows = select_images(prepared, args.cap)
+    if args.augment:
+        rows = [r for r in rows if r["split"] == "train"]
     args.out.mkdir(parents=True, exist_ok=True)
     pipe = load(args.weights, device="cpu")
     logger.info("%d images to cache in %d shards", len(rows), -(-len(rows) // SHARD))
@@ -100,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         path = args.out / f"shard-{index:03d}.pt"
         if path.is_file():
             continue
-        items = extract(pipe, prepared, rows[start:start + SHARD])
+        items = extract(pipe, prepared, rows[start:start + SHARD], augment=args.augment)
         torch.save(items, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
         logger.info("shard %d: %d images", index, len(items))

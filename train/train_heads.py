@@ -42,7 +42,7 @@ from crrg.findings import (
 )
 from train.datasets import Prepared
 from train.fit_heads import FitConfig, fit
-from train.heads_data import HeadData, build
+from train.heads_data import HeadData, build, concat
 from train.region_features import load_features
 
 logger = logging.getLogger("train.train_heads")
@@ -194,7 +194,7 @@ def calibrate(name: str, val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndar
     before = expected_calibration_error(apply(None, test[0]), test[1])
     after = expected_calibration_error(apply(params, test[0]), test[1])
     return params, {"method": method, "params": params, "n_val": int(len(val[1])), "n_test": int(len(test[1])),
-                    "ece_before": before.ece, "ece_after": after.ece, "reliability_after": after.bins}
+                    "ece_before": before.ece, "ece_after": after.ece}
 
 
 def _known_logits(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default="assets/crrg-default", help="the model whose CLIP made the cache")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--augmented", type=Path, default=None,
+                        help="train.region_features --augment cache: adds the '+augmented' variants")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -224,15 +226,22 @@ def main(argv: list[str] | None = None) -> None:
 
     # image level: choose the inputs / sampling on the held-out sources' validation images
     variants = {}
+    combined = None
+    if args.augmented is not None:  # augmented copies of the training images join the training set
+        combined = concat(data, build(prepared, load_features(args.augmented)))
     for name, inputs in VARIANTS.items():
         for balance in (False, True):
-            key = f"{name}{'+balanced' if balance else ''}"
-            variants[key] = {"val": loso(data, inputs, balance, "val"), "test": loso(data, inputs, balance, "test")}
-            logger.info("%s: val %.3f test %.3f", key, variants[key]["val"]["mean_balanced_accuracy"],
-                        variants[key]["test"]["mean_balanced_accuracy"])
+            for augmented in (False, True) if combined is not None else (False,):
+                key = f"{name}{'+balanced' if balance else ''}{'+augmented' if augmented else ''}"
+                source = combined if augmented else data
+                variants[key] = {"val": loso(source, inputs, balance, "val"),
+                                 "test": loso(source, inputs, balance, "test")}
+                logger.info("%s: val %.3f test %.3f", key, variants[key]["val"]["mean_balanced_accuracy"],
+                            variants[key]["test"]["mean_balanced_accuracy"])
     chosen = max(variants, key=lambda k: variants[k]["val"]["mean_balanced_accuracy"] or 0.0)
-    name, balance = chosen.split("+")[0], chosen.endswith("+balanced")
-    head, _ = train_image_head(data, VARIANTS[name], data.index("train"), val, balance)
+    name, balance, augmented = chosen.split("+")[0], "+balanced" in chosen, "+augmented" in chosen
+    train_on = combined if augmented else data
+    head, _ = train_image_head(train_on, VARIANTS[name], train_on.index("train"), val, balance)
     x = image_inputs(data, head.config.inputs)
     with torch.no_grad():
         image_logits = head(x)[:, 0]
@@ -250,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         if len(idx):
             per_source[source] = binary_scores(data.image[idx].numpy(), p_all[idx.numpy()], threshold)
     metrics["image_level"] = {"chosen": chosen, "inputs": list(head.config.inputs), "balanced_sampling": balance,
+                              "source_augmentation": augmented,
                               "threshold": threshold, "variants": variants, "loso": variants[chosen]["test"],
                               "per_source": per_source}
 

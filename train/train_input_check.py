@@ -31,7 +31,6 @@ from safetensors.torch import save_file
 from crrg.input_check import INPUT_CLASSES, InputCheckConfig, InputChecker, input_features
 from crrg.pipeline import load, prepare
 from train.datasets import Prepared
-from train.fit_heads import FitConfig
 from train.negatives import FROM, FROM_RADIOGRAPH, GENERATORS, KINDS, SYNTHETIC, resized
 
 logger = logging.getLogger("train.train_input_check")
@@ -120,6 +119,64 @@ def rates(checks_ok: np.ndarray, items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def fit_ood(checker: InputChecker, train: torch.Tensor, val: torch.Tensor, quantile: float = 0.995) -> None:
+    """A shrunk (Ledoit-Wolf) Gaussian of the training radiographs' embeddings; the distance
+    threshold is the ``quantile`` of the validation radiographs' distances, times 1.1."""
+    from sklearn.covariance import LedoitWolf
+
+    e = checker.config.embed_dim
+    lw = LedoitWolf().fit(train[:, :e].numpy())
+    checker.ood_mean.copy_(torch.as_tensor(lw.location_, dtype=torch.float32))
+    checker.ood_precision.copy_(torch.as_tensor(lw.precision_, dtype=torch.float32))
+    with torch.no_grad():
+        d = checker.distance(val).numpy()
+    checker.config.ood_threshold = float(np.quantile(d, quantile) * 1.1)
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, config: InputCheckConfig,
+           epochs: int = 80) -> tuple[InputChecker, list[float]]:
+    checker = InputChecker(config)
+    target = torch.nn.functional.one_hot(y, len(INPUT_CLASSES)).float()
+    opt = torch.optim.AdamW(checker.parameters(), lr=3e-3, weight_decay=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(epochs):
+        checker.train()
+        order = rows[torch.randperm(len(rows), generator=gen)]
+        for start in range(0, len(order), 64):
+            b = order[start:start + 64]
+            loss = torch.nn.functional.cross_entropy(checker(x[b]), target[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses.append(float(loss.detach()))
+    return checker.eval(), losses
+
+
+def leave_one_kind_out(x: torch.Tensor, y: torch.Tensor, items: list[dict[str, Any]],
+                       idx: dict[str, torch.Tensor], config: InputCheckConfig) -> dict[str, Any]:
+    """How well kinds of input the checker never saw are flagged: for each negative kind, train
+    without it (same threshold rule), flag its test images. The distance check is included."""
+    kinds = np.array([s["kind"] for s in items])
+    out = {}
+    for kind in sorted(set(kinds) - {"radiograph"}):
+        rows = idx["train"][torch.as_tensor(kinds[idx["train"].numpy()] != kind)]
+        cfg = InputCheckConfig(**{**asdict(config), "ood_threshold": None})
+        checker, _ = _train(x, y, rows, cfg, epochs=40)
+        positive = (y == 0).numpy()
+        val = idx["val"].numpy()
+        with torch.no_grad():
+            p = checker(x).softmax(-1).numpy()[:, 0]
+        cfg.threshold = choose_threshold(p[val], positive[val])
+        fit_ood(checker, x[idx["train"][positive[idx["train"].numpy()]]], x[val[positive[val]]])
+        test = idx["test"].numpy()
+        test = test[kinds[test] == kind]
+        with torch.no_grad():
+            ok = [c.ok for c in checker.check(x[test])]
+        out[kind] = {"flagged": float(1 - np.mean(ok)), "n": int(len(test))}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prepared", type=Path, required=True)
@@ -141,34 +198,27 @@ def main(argv: list[str] | None = None) -> None:
     split = np.array([s["split"] for s in items])
     idx = {k: torch.tensor(np.flatnonzero(split == k)) for k in COUNTS}
     config = InputCheckConfig(feature_dim=x.shape[1])
-    checker = InputChecker(config)
-    target = torch.nn.functional.one_hot(y, len(INPUT_CLASSES)).float()
-    opt = torch.optim.AdamW(checker.parameters(), lr=3e-3, weight_decay=1e-3)
-    cfg = FitConfig(epochs=80, batch_size=64)
-    gen = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(cfg.epochs):
-        checker.train()
-        order = idx["train"][torch.randperm(len(idx["train"]), generator=gen)]
-        for start in range(0, len(order), cfg.batch_size):
-            b = order[start:start + cfg.batch_size]
-            loss = torch.nn.functional.cross_entropy(checker(x[b]), target[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        losses.append(float(loss.detach()))
+    checker, losses = _train(x, y, idx["train"], config)
     checker.eval()
     with torch.no_grad():
         probs = checker(x).softmax(-1).numpy()
     positive = (y == 0).numpy()
     val = idx["val"].numpy()
     config.threshold = choose_threshold(probs[val, 0], positive[val])
+    fit_ood(checker, x[idx["train"][positive[idx["train"].numpy()]]], x[val[positive[val]]])
     checker.config = config
-    metrics = {"threshold": config.threshold, "train_loss_first_last": [losses[0], losses[-1]],
+    with torch.no_grad():
+        accepted = np.array([c.ok for c in checker.check(x)])
+        distance = checker.distance(x).numpy()
+    metrics = {"threshold": config.threshold, "ood_threshold": config.ood_threshold,
+               "train_loss_first_last": [losses[0], losses[-1]],
                "counts": {k: int(len(v)) for k, v in idx.items()}}
     for name in ("val", "test"):
         part = idx[name].numpy()
-        metrics[name] = rates(probs[part, 0] >= config.threshold, [items[i] for i in part])
+        metrics[name] = rates(accepted[part], [items[i] for i in part])
+        metrics[name]["classifier_only"] = rates(probs[part, 0] >= config.threshold, [items[i] for i in part])
+        metrics[name]["distance_only"] = rates(distance[part] <= config.ood_threshold, [items[i] for i in part])
+    metrics["leave_one_kind_out"] = leave_one_kind_out(x, y, items, idx, config)
     save_file({k: v.contiguous() for k, v in checker.state_dict().items()}, str(args.out / "input_check.safetensors"))
     (args.out / "config.json").write_text(json.dumps(asdict(config), indent=2))
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
