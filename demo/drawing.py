@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from crrg.measurements import Segment, ctr_widths
 from crrg.regions import REGIONS
 from demo.labels_layout import place_labels
 
@@ -41,6 +42,8 @@ def _palette(n: int) -> tuple[str, ...]:
 REGION_COLORS: dict[str, str] = dict(zip(REGIONS, _palette(len(REGIONS)), strict=True))
 USER_BOX_COLOR = "#ffffff"
 ABNORMAL_COLOR = "#ff2d2d"  # frame and warning triangle of an abnormal region's tag
+CARDIAC_WIDTH_COLOR = "#ff3df5"  # the cardiothoracic ratio's two widths (not region colours)
+THORACIC_WIDTH_COLOR = "#00e5ff"
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -103,6 +106,28 @@ def visible_regions(regions: Sequence[Mapping[str, Any]], highlight: str | None 
 
 
 @dataclass(frozen=True)
+class CTRWidths:
+    """What the overlay draws for the cardiothoracic ratio: the cardiac and the thoracic width as
+    horizontal segments in ORIGINAL pixels (:func:`crrg.measurements.ctr_widths`) and the ratio."""
+
+    cardiac: Segment
+    thoracic: Segment
+    ratio: float
+
+
+def ctr_of(result: Mapping[str, Any]) -> CTRWidths | None:
+    """The CTR widths of a result (JSON form), or ``None`` when the result has no measured CTR or
+    the boxes it rests on are missing."""
+    ratio = (result.get("measurements") or {}).get("cardiothoracic_ratio")
+    if ratio is None:
+        return None
+    segments = ctr_widths({r["name"]: r.get("box") for r in result.get("regions") or []})
+    if segments is None:
+        return None
+    return CTRWidths(segments[0], segments[1], float(ratio))
+
+
+@dataclass(frozen=True)
 class _Tag:
     text: str
     colour: str
@@ -136,6 +161,8 @@ def draw_regions(
     user_box: Box | None = None,
     marker: tuple[float, float] | None = None,
     tags: Mapping[str, str] | None = None,
+    lit: Iterable[str] = (),
+    ctr: CTRWidths | None = None,
 ) -> np.ndarray:
     """The display image with region boxes (see :func:`visible_regions` for which).
 
@@ -145,6 +172,9 @@ def draw_regions(
     a tag away from its box gets a leader line). ``highlight`` also gets a tinted fill and a white
     halo; ``user_box`` (original pixels) is drawn dashed white; ``marker`` (original pixels) is a
     cross for a pending corner; ``tags`` overrides a region's tag text (e.g. the matching prompt).
+    ``lit``: more regions drawn like ``highlight`` (the regions a chosen report sentence rests on).
+    ``ctr``: the cardiothoracic ratio's cardiac and thoracic widths, drawn as horizontal segments
+    with end ticks and tagged with the ratio.
     """
     image = Image.fromarray(base).convert("RGBA")
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
@@ -153,7 +183,9 @@ def draw_regions(
     thin, thick = max(1, side // 450), max(2, side // 240)
     tags = dict(tags or {})
     by_name = {r["name"]: r for r in regions}
-    named, plain = visible_regions(regions, highlight, show_all, show_findings, tags)
+    lit = [n for n in lit if by_name.get(n, {}).get("box") is not None]
+    glow = set(lit) | ({highlight} if highlight else set())
+    named, plain = visible_regions(regions, highlight, show_all, show_findings, set(tags) | set(lit))
     for name in plain:
         rgb = hex_to_rgb(REGION_COLORS.get(name, "#ff0000"))
         draw.rectangle(_scaled(by_name[name]["box"], scale), outline=(*rgb, 170), width=thin)
@@ -161,19 +193,23 @@ def draw_regions(
     if user_box is not None:
         _dashed_rectangle(draw, _scaled(user_box, scale), USER_BOX_COLOR, thick)
         labels.append(_Tag("your box", USER_BOX_COLOR, _scaled(user_box, scale)))
-    for name in sorted(named, key=lambda n: n == highlight):  # the highlighted box on top
+    for name in sorted(named, key=lambda n: n in glow):  # the highlighted boxes on top
         colour = REGION_COLORS.get(name, "#ff0000")
         xyxy = _scaled(by_name[name]["box"], scale)
-        if name == highlight:
+        if name in glow:
             draw.rectangle(xyxy, fill=(*hex_to_rgb(colour), 60))
             draw.rectangle(xyxy, outline=(255, 255, 255, 255), width=thick + 2)
         draw.rectangle(xyxy, outline=(*hex_to_rgb(colour), 255), width=thick)
     # Tags in region order, a highlighted non-finding last: clicking a region does not move the others.
-    for name in sorted(named, key=lambda n: n == highlight and n not in tags and not is_finding(by_name[n])):
+    for name in sorted(named, key=lambda n: n in glow and n not in tags and not is_finding(by_name[n])):
         labels.append(_Tag(tags.get(name, name), REGION_COLORS.get(name, "#ff0000"),
                            _scaled(by_name[name]["box"], scale), bool(by_name[name].get("abnormal")),
-                           name == highlight))
-    _draw_tags(draw, labels, _TagStyle(side), thin)
+                           name in glow))
+    lines: list[tuple[float, float, float, float]] = []
+    if ctr is not None:
+        ctr_tags, lines = _draw_ctr(draw, ctr, scale, thick, max(5, side // 90))
+        labels += ctr_tags
+    _draw_tags(draw, labels, _TagStyle(side), thin, blocked=lines)
     if marker is not None:
         x, y = marker[0] * scale, marker[1] * scale
         arm = max(6, side // 60)
@@ -182,10 +218,30 @@ def draw_regions(
     return np.asarray(Image.alpha_composite(image, layer).convert("RGB"))
 
 
-def _draw_tags(draw: ImageDraw.ImageDraw, labels: Sequence[_Tag], style: _TagStyle, line: int) -> None:
-    """Place the tags without overlaps, then draw leader lines first and the tags over them."""
+def _draw_ctr(draw: ImageDraw.ImageDraw, ctr: CTRWidths, scale: float, width: int, arm: int
+              ) -> tuple[list[_Tag], list[tuple[float, float, float, float]]]:
+    """The two widths as segments (a dark casing under the colour, end ticks): (their tags, the
+    rectangles the segments cover, which no tag may hide)."""
+    tags, covered = [], []
+    pad = arm + 4  # a tag touches its segment's rectangle grown by this, clear of the line itself
+    for segment, colour, text in ((ctr.cardiac, CARDIAC_WIDTH_COLOR, "cardiac width"),
+                                  (ctr.thoracic, THORACIC_WIDTH_COLOR, f"thoracic width · CTR {ctr.ratio:.2f}")):
+        x1, x2, y = segment.x1 * scale, segment.x2 * scale, segment.y * scale
+        for fill, extra in (((0, 0, 0, 200), 2), ((*hex_to_rgb(colour), 255), 0)):
+            draw.line((x1, y, x2, y), fill=fill, width=width + extra)
+            for x in (x1, x2):
+                draw.line((x, y - arm, x, y + arm), fill=fill, width=width + extra)
+        tags.append(_Tag(text, colour, (x1, y - pad, x2, y + pad)))
+        covered.append((x1 - width, y - arm, x2 + width, y + arm))
+    return tags, covered
+
+
+def _draw_tags(draw: ImageDraw.ImageDraw, labels: Sequence[_Tag], style: _TagStyle, line: int,
+               blocked: Sequence[tuple[float, float, float, float]] = ()) -> None:
+    """Place the tags without overlaps (and off ``blocked``), then draw leader lines first and the
+    tags over them."""
     sizes = [style.size(tag) for tag in labels]
-    spots = place_labels([tag.box for tag in labels], sizes, draw.im.size, gap=2.0)
+    spots = place_labels([tag.box for tag in labels], sizes, draw.im.size, gap=2.0, blocked=blocked)
     for tag, spot in zip(labels, spots, strict=True):
         if spot is not None and spot.leader is not None:
             (ax, ay), (bx, by) = spot.leader
@@ -276,6 +332,14 @@ def overlay_png(pixels: np.ndarray, result: Mapping[str, Any], max_side: int = D
                           label=region["name"] + (" *" if selected else ""))
         ax.add_patch(patch)
         handles.append(patch)
+    ctr = ctr_of(result)
+    if ctr is not None:
+        for segment, colour, label in ((ctr.cardiac, CARDIAC_WIDTH_COLOR, "cardiac width"),
+                                       (ctr.thoracic, THORACIC_WIDTH_COLOR, f"thoracic width (CTR {ctr.ratio:.2f})")):
+            y = segment.y * scale
+            [line] = ax.plot([segment.x1 * scale, segment.x2 * scale], [y, y], color=colour, linewidth=2.4,
+                             marker="|", markersize=12, markeredgewidth=2.4, label=label)
+            handles.append(line)
     if handles:
         fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.73, 0.96), fontsize=7,
                    frameon=False, title="regions (* = selected)", title_fontsize=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -14,6 +15,20 @@ TITLE = "crrg · CRRG-CLIP chest X-ray report demo"
 SUBTITLE = ("Upload a chest X-ray: the model finds 29 anatomical regions, writes one sentence per "
             "region worth reporting, and answers zero-shot questions with your own prompts.")
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"]
+# A report sentence is a button (data-sentence = its index): clicking it, or Enter / Space on it,
+# sends a select event with that index (demo.events: its evidence is drawn on the overlay).
+SENTENCE_JS = """
+const pick = (event) => {
+  const row = event.target.closest('[data-sentence]');
+  if (!row || !element.contains(row)) return false;
+  trigger('select', {index: Number(row.dataset.sentence), value: row.innerText, selected: true});
+  return true;
+};
+element.addEventListener('click', pick);
+element.addEventListener('keydown', (event) => {
+  if ((event.key === 'Enter' || event.key === ' ') && pick(event)) event.preventDefault();
+});
+"""
 
 
 def inputs(gallery: list[tuple[Any, str]], default_beams: int) -> dict[str, Any]:
@@ -40,8 +55,12 @@ def main_panels() -> dict[str, Any]:
                                     container=False, elem_id="crrg-show-all")
         c["legend"] = gr.HTML(elem_id="crrg-legend")
     with gr.Column(scale=5, min_width=340):
+        # the input check's warning and its "Analyse anyway" box (shown only for a rejected image)
+        c["check"] = gr.HTML("", elem_id="crrg-input-check")
+        c["force"] = gr.Checkbox(value=False, visible=False, elem_id="crrg-force",
+                                 label="Analyse anyway (show the report of an image the input check rejected)")
         c["report_view"] = gr.HTML(views.report_html({"regions": [], "report": ""}, "Report"),
-                                   elem_id="crrg-report")
+                                   elem_id="crrg-report", js_on_load=SENTENCE_JS)
         c["report_text"] = gr.Textbox(label="Report (plain text)", lines=3, max_lines=8, interactive=False,
                                       buttons=["copy"], elem_id="crrg-report-text")
         with gr.Row():
@@ -53,12 +72,12 @@ def main_panels() -> dict[str, Any]:
     return c
 
 
-def tabs(default_prompts: list[str]) -> dict[str, Any]:
+def tabs(default_prompts: list[str], probability_note: str = "") -> dict[str, Any]:
     """The tabs under the main row: labels, region table, interactive generation, JSON, about."""
     c: dict[str, Any] = {}
     with gr.Tabs():
         with gr.Tab("Zero-shot labels", id="labels"):
-            c |= labels_tab(default_prompts)
+            c |= labels_tab(default_prompts, probability_note)
         with gr.Tab("Region table", id="regions"):
             c["table"] = gr.Dataframe(headers=views.REGION_HEADERS, interactive=False, wrap=True,
                                       max_height=460, elem_id="crrg-table",
@@ -84,7 +103,7 @@ def tabs(default_prompts: list[str]) -> dict[str, Any]:
     return c
 
 
-def labels_tab(default_prompts: list[str]) -> dict[str, Any]:
+def labels_tab(default_prompts: list[str], probability_note: str = "") -> dict[str, Any]:
     c: dict[str, Any] = {}
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
@@ -97,6 +116,8 @@ def labels_tab(default_prompts: list[str]) -> dict[str, Any]:
                 c["reset"] = gr.Button("Default prompts", size="sm")
             c["label_view"] = gr.Label(label="Probability (click one to see where it matches)",
                                        num_top_classes=8, show_heading=False, elem_id="crrg-labels")
+            c["probability_note"] = gr.HTML(f'<p class="crrg-note">{html.escape(probability_note)}</p>',
+                                            elem_id="crrg-probability-note")
         with gr.Column(scale=3, min_width=360):
             c["label_plot"] = gr.BarPlot(x="prompt", y="probability", sort="-y", y_lim=[0, 1], x_title="",
                                          y_title='P("label" vs "no label")', x_label_angle=-35, height=360,
@@ -131,8 +152,19 @@ report, result = client.predict(handle_file("chest.png"), "pneumonia, nodule", a
 probs = client.predict(handle_file("chest.png"), "pneumonia, cardiomegaly", api_name="/classify")
 ```
 
-`/report` returns the report text and the CLI's JSON (29 regions, labels, disclaimer); `/classify`
-returns `{{prompt: probability}}`. An empty prompt string means the model's default prompts.
+`/report` returns the report text and the CLI's JSON: the 29 regions, the report's `sentences`
+each with its `evidence` (kind `region`, `measurement` or `image`; probability or value; the
+regions it rests on), `measurements` (the cardiothoracic ratio), `input_check`, labels and the
+disclaimer. An image the input check rejects (not a frontal chest radiograph) gets no report:
+`("", {{"image", "error", "input_check"}})`, as the CLI writes it, unless you pass `force=True`
+(`client.predict(..., True, api_name="/report")`). `/classify` returns `{{prompt: probability}}`.
+An empty prompt string means the model's default prompts.
+
+**Evidence.** Every sentence comes from one kind of evidence: `region` (a region-level classifier
+trained on region-level labels, for the boxed regions), `measurement` (a value computed from the
+detected boxes, such as the cardiothoracic ratio: the cardiac silhouette's width over the width of
+both lungs, drawn as two lines) or `image` (an image-level classifier: the sentence names no
+location and rests on the whole image). Click a sentence to draw its evidence.
 
 {DISCLAIMER}
 """

@@ -44,6 +44,8 @@ class PipelineLoader:
             raise ValueError(f"{self.source!r}: config.json is not a JSON object")
         self._prompts = [str(p) for p in config.get("prompts") or []]
         self.num_beams = int(config.get("num_beams") or 1)
+        #: calibration fitted on the validation split (``CRRGConfig.calibration``), for the page's note
+        self.calibration = dict(config.get("calibration") or {})
         self._pipeline: Any = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()

@@ -20,10 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from crrg import DISCLAIMER
 from crrg.images import load_image
 from crrg.prompts import parse_prompts
 from crrg.regions import REGIONS
 from demo.drawing import DISPLAY_MIN_SIDE, display_image, overlay_png
+from demo.messages import public_message
+from demo.views import withheld
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,9 @@ class Analysis:
     """One analysed image as the UI shows it (kept in a ``gr.State`` per browser session).
 
     ``result`` is ``ReportResult.to_json()`` with ``image`` set to the file's name; ``base`` is the
-    display image (RGB uint8) and ``scale`` = display pixels / original pixels.
+    display image (RGB uint8) and ``scale`` = display pixels / original pixels. ``forced``: the
+    user ticked "Analyse anyway" for an image the input check rejected (:attr:`withheld` is then
+    false: the result is shown, with the warning).
     """
 
     path: str
@@ -45,6 +50,17 @@ class Analysis:
     scale: float
     mode: str = "model"  # "model": regions the model selected; "custom": regions the user ticked
     extra: dict[str, str] = field(default_factory=dict)  # region -> sentence written on request
+    forced: bool = False
+
+    @property
+    def withheld(self) -> bool:
+        """The input check rejected the image and the user has not ticked "Analyse anyway"."""
+        return withheld(self.result, self.forced)
+
+    def shown(self) -> dict[str, Any]:
+        """The JSON the user gets (JSON tab, download): the result, or, while withheld, the CLI's
+        line for a rejected image (``{"image", "error", "input_check"}``, no report)."""
+        return withheld_record(self.result, "tick Analyse anyway to report it") if self.withheld else self.result
 
     @property
     def name(self) -> str:
@@ -69,6 +85,14 @@ class DemoService:
     @property
     def default_prompts(self) -> list[str]:
         return list(self.pipeline.default_prompts)
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """The model's ``config.calibration`` (without loading it when the pipeline is a loader)."""
+        calibration = getattr(self.pipeline, "calibration", None)
+        if calibration is None:
+            calibration = getattr(getattr(self.pipeline, "config", None), "calibration", None)
+        return dict(calibration or {})
 
     @property
     def default_beams(self) -> int:
@@ -134,22 +158,41 @@ class DemoService:
             probs = self.pipeline.classify(path, self.prompts(prompts))
         return {label: round(float(p), 4) for label, p in probs.items()}
 
-    def report(self, path: str, prompts: str | Sequence[str] | None) -> tuple[str, dict[str, Any]]:
-        """The ``/report`` API: (report text, the CLI's JSON)."""
+    def report(self, path: str, prompts: str | Sequence[str] | None, force: bool = False
+               ) -> tuple[str, dict[str, Any]]:
+        """The ``/report`` API: (report text, the CLI's JSON). An image the input check rejects
+        gets ``("", {"image", "error", "input_check", "disclaimer"})`` as the CLI writes it,
+        unless ``force`` (then the full result, which keeps ``input_check``)."""
         result = self._run(path, prompts=self.prompts(prompts))
+        if withheld(result, force):
+            return "", withheld_record(result, "pass force=True to report it anyway")
         return result["report"], result
 
     # --- files -------------------------------------------------------------------------------
-    def downloads(self, analysis: Analysis) -> tuple[str, str]:
-        """(JSON path, PNG overlay path) for the download buttons, named after the image."""
+    def downloads(self, analysis: Analysis) -> tuple[str, str | None]:
+        """(JSON path, PNG overlay path) for the download buttons, named after the image; no PNG
+        while the result is withheld (:attr:`Analysis.withheld`)."""
         folder = self.workdir / uuid.uuid4().hex[:12]
         folder.mkdir()
         stem = Path(analysis.name).stem or "crrg"
         json_path = folder / f"{stem}.crrg.json"
-        json_path.write_text(json.dumps(analysis.result, indent=2))
+        json_path.write_text(json.dumps(analysis.shown(), indent=2))
+        if analysis.withheld:
+            return str(json_path), None
         png_path = folder / f"{stem}.crrg.png"
         png_path.write_bytes(overlay_png(load_image(analysis.path).pixels, analysis.result))
         return str(json_path), str(png_path)
+
+
+def withheld_record(result: dict[str, Any], how: str) -> dict[str, Any]:
+    """The line of an image the input check rejected, as the CLI writes it (no report, no labels,
+    no regions); ``how``: how to report it anyway. Names the file by its base name only."""
+    check = result["input_check"]
+    reason = public_message(check.get("reason") or "the input check rejected this image")
+    return {"image": Path(str(result.get("image", ""))).name,
+            "error": f"not analysed: {reason} ({how})",
+            "input_check": dict(check, reason=public_message(check["reason"]) if check.get("reason") else None),
+            "disclaimer": result.get("disclaimer", DISCLAIMER)}
 
 
 def example_files(folder: str | Path | None) -> list[Path]:

@@ -20,11 +20,26 @@ CSS = """
 .crrg-dot { width: 9px; height: 9px; border-radius: 2px; background: var(--chip); display: inline-block; }
 .crrg-report h3 { margin: 0 0 8px 0; font-size: 1.05rem; }
 .crrg-sentences { display: grid; grid-template-columns: max-content 1fr; column-gap: 12px; }
-.crrg-sentence { display: contents; }
-.crrg-sentence > * { overflow-wrap: anywhere; padding: 6px 0; line-height: 1.45;
-  border-bottom: 1px solid var(--border-color-primary); }
+.crrg-sentence { display: grid; grid-column: 1 / -1; grid-template-columns: subgrid; cursor: pointer;
+  border-bottom: 1px solid var(--border-color-primary); border-radius: 6px; }
+.crrg-sentence:hover { background: color-mix(in srgb, var(--color-accent) 7%, transparent); }
+.crrg-sentence:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
+.crrg-sentence[aria-pressed="true"] { background: color-mix(in srgb, var(--color-accent) 15%, transparent);
+  box-shadow: inset 3px 0 0 var(--color-accent); }
+.crrg-sentence > * { overflow-wrap: anywhere; padding: 6px 0 6px 4px; line-height: 1.45; }
 .crrg-sentence > .crrg-chips { display: flex; flex-direction: column; align-items: flex-start; gap: 3px; }
-.crrg-sentence:last-child > * { border-bottom: none; }
+.crrg-sentence:last-child { border-bottom: none; }
+.crrg-said { display: flex; flex-direction: column; gap: 2px; }
+.crrg-evidence { font-size: 0.8rem; color: var(--body-text-color-subdued); }
+.crrg-evidence[data-kind="measurement"] { color: #0e7490; }
+.dark .crrg-evidence[data-kind="measurement"] { color: #67e8f9; }
+.crrg-hint, .crrg-note { font-size: 0.8rem; color: var(--body-text-color-subdued); margin: 6px 0 0 0; }
+.crrg-line { width: 14px; height: 3px; border-radius: 1px; background: var(--chip); display: inline-block; }
+.crrg-check { padding: 9px 12px; border-radius: 8px; background: #fdecec; color: #7f1d1d;
+  border: 2px solid #f87171; font-size: 0.95rem; line-height: 1.45; overflow-wrap: anywhere; }
+.crrg-check[data-forced="true"] { border-width: 1px; background: #fff4e5; color: #7a4100; border-color: #ffcc80; }
+.dark .crrg-check { background: #3b1212; color: #fecaca; border-color: #b91c1c; }
+.dark .crrg-check[data-forced="true"] { background: #3b2a12; color: #ffd699; border-color: #7a5312; }
 .crrg-card { padding: 10px 12px; border-radius: 8px; border: 1px solid var(--border-color-primary);
   background: var(--block-background-fill); }
 .crrg-stats { font-size: 0.82rem; color: var(--body-text-color-subdued); margin: 6px 0 2px 0; }

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from crrg import DISCLAIMER
-from demo import layout
+from demo import layout, views
 from demo.events import api, wire
 from demo.service import DemoService, example_files, thumbnails
 from demo.style import CSS, header_html, theme
@@ -43,8 +43,10 @@ def build_demo(pipeline: Any, examples: str | Path | None = None, workdir: str |
             with gr.Column(scale=2, min_width=270):
                 parts = layout.inputs(gallery, service.default_beams)
             parts |= layout.main_panels()
-        parts |= layout.tabs(service.default_prompts)
-        c = SimpleNamespace(**parts, state=gr.State(None), focus=gr.State(None), corner=gr.State(None))
+        parts |= layout.tabs(service.default_prompts, views.probability_note(service.calibration))
+        # focus: the clicked region; sentence: the index of the chosen report sentence
+        c = SimpleNamespace(**parts, state=gr.State(None), focus=gr.State(None), corner=gr.State(None),
+                            sentence=gr.State(None))
         wire(c, service, [path for path, _ in readable])
         api(service)
         gr.HTML(f'<p class="crrg-foot">{html.escape(DISCLAIMER)}</p>', padding=False)

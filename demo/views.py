@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crrg.report import assemble_report
-from demo.drawing import REGION_COLORS, is_finding, visible_regions
+from demo.drawing import CARDIAC_WIDTH_COLOR, REGION_COLORS, THORACIC_WIDTH_COLOR, ctr_of, is_finding, visible_regions
+from demo.messages import public_message
 
 REGION_HEADERS = ["region", "detection", "selection p", "abnormal p", "selected", "sentence"]
 LABEL_HEADERS = ["prompt", "probability", "best-matching region"]
@@ -27,31 +28,176 @@ def chip(name: str) -> str:
             f'<span class="crrg-dot"></span>{html.escape(name)}</span>')
 
 
-def report_sentences(result: Result) -> list[tuple[tuple[str, ...], str]]:
-    """(regions, sentence) of each sentence of the report, in report order.
+#: what each evidence kind means, for the reader (crrg.types.Evidence)
+EVIDENCE_KINDS = {
+    "region": ("region evidence", "a region-level classifier trained on region-level labels, for the boxed regions"),
+    "measurement": ("measurement", "a value measured on the detected anatomy's boxes"),
+    "image": ("image-level evidence", "an image-level classifier: it rests on the whole image, not on a box"),
+}
+WHOLE_IMAGE = "whole image (no box)"
 
-    Rebuilt with :func:`crrg.report.assemble_report` from the regions' sentences, as the pipeline
-    built the report: a kept sentence lists every region that said it (de-duplication merges them).
+
+def evidence_sentences(result: Result) -> list[dict[str, Any]]:
+    """The report's sentences with their evidence (``ReportResult.to_json()["sentences"]``), in
+    report order: ``{"text", "regions", "finding", "evidence"}``.
+
+    A result from before sentences carried evidence (no ``"sentences"`` key) is rebuilt from the
+    regions' sentences with :func:`crrg.report.assemble_report`, as the pipeline built the report
+    then (a kept sentence lists every region that said it); its ``evidence`` is ``None``.
     """
-    written = [(r["name"], r["sentence"]) for r in result["regions"] if r.get("sentence")]
+    if result.get("sentences") is not None:
+        return [dict(s, regions=list(s.get("regions") or [])) for s in result["sentences"]]
+    written = [(r["name"], r["sentence"]) for r in result.get("regions") or [] if r.get("sentence")]
     if not written:
         return []
     _, kept = assemble_report(written)
-    return [(s.regions or (s.region,), s.text) for s in kept]
+    return [{"text": s.text, "regions": list(s.regions or (s.region,)), "finding": None, "evidence": None}
+            for s in kept]
 
 
-def report_html(result: Result, title: str = "Report") -> str:
-    """The report, one line per sentence, each tagged with its region's coloured chip(s)."""
-    pairs = report_sentences(result)
-    if not pairs:
+def report_sentences(result: Result) -> list[tuple[tuple[str, ...], str]]:
+    """(regions, sentence) of each sentence of the report, in report order."""
+    return [(tuple(s["regions"]), s["text"]) for s in evidence_sentences(result)]
+
+
+def percent(p: float) -> str:
+    return f"{100 * p:.0f} %" if 0.005 <= p <= 0.995 else ("< 1 %" if p < 0.005 else "> 99 %")
+
+
+def _measure_name(result: Result, value: float) -> str:
+    """The measurement a sentence's value is (matched in ``result["measurements"]``)."""
+    for name, measured in (result.get("measurements") or {}).items():
+        if measured is not None and abs(measured - value) < 1e-6:
+            return name.replace("_", " ")
+    return "value"
+
+
+def evidence_text(result: Result, sentence: Mapping[str, Any]) -> str:
+    """One line of plain text: the evidence kind, then the probability (as a percentage: of the
+    finding stated, or of normal for a normal statement) or the measured value, then where."""
+    evidence = sentence.get("evidence")
+    if not evidence:
+        return ""
+    kind = evidence.get("kind", "")
+    parts = [EVIDENCE_KINDS.get(kind, (f"{kind} evidence", ""))[0]]
+    if evidence.get("probability") is not None:
+        parts.append(f"{sentence.get('finding') or 'normal'} {percent(evidence['probability'])}")
+    if evidence.get("value") is not None:
+        parts.append(f"{_measure_name(result, evidence['value'])} {evidence['value']:.2f}")
+    if kind == "image" or not sentence.get("regions"):
+        parts.append("rests on the " + WHOLE_IMAGE)
+    return " · ".join(parts)
+
+
+def whole_image_chip() -> str:
+    return (f'<span class="crrg-chip crrg-whole" style="--chip:#9ca3af"><span class="crrg-dot"></span>'
+            f"{WHOLE_IMAGE}</span>")
+
+
+def _chips(sentence: Mapping[str, Any]) -> str:
+    names = sentence.get("regions") or []
+    return "".join(chip(n) for n in names) if names else whole_image_chip()
+
+
+def report_html(result: Result, title: str = "Report", picked: int | None = None) -> str:
+    """The report, one row per sentence: the coloured chip(s) of the regions it rests on (or
+    "whole image"), the sentence and a line with its evidence. A row is a button (``data-sentence``
+    = its index): choosing it shows its evidence on the image; ``picked`` is the chosen one."""
+    sentences = evidence_sentences(result)
+    if not sentences:
         body = ('<p class="crrg-empty">No region was selected for a sentence. Tick regions under '
                 "<b>Interactive</b> or click a box and press <b>Describe this region</b>.</p>")
     else:
-        body = '<div class="crrg-sentences">' + "".join(
-            f'<div class="crrg-sentence"><span class="crrg-chips">{"".join(chip(n) for n in names)}</span>'
-            f"<span>{html.escape(text)}</span></div>"
-            for names, text in pairs) + "</div>"
+        rows = []
+        for i, sentence in enumerate(sentences):
+            line = evidence_text(result, sentence)
+            kind = (sentence.get("evidence") or {}).get("kind", "")
+            evidence = f'<span class="crrg-evidence" data-kind="{html.escape(kind)}">{html.escape(line)}</span>' \
+                if line else ""
+            rows.append(
+                f'<div class="crrg-sentence" data-sentence="{i}" role="button" tabindex="0" '
+                f'aria-pressed="{"true" if i == picked else "false"}" '
+                f'title="Show the evidence of this sentence on the image">'
+                f'<span class="crrg-chips">{_chips(sentence)}</span>'
+                f'<span class="crrg-said"><span class="crrg-text">{html.escape(sentence["text"])}</span>'
+                f"{evidence}</span></div>")
+        body = ('<div class="crrg-sentences">' + "".join(rows) + "</div>"
+                '<p class="crrg-hint">Click a sentence to see its evidence on the image. Percentages: '
+                "the model's probability of the finding stated (for a normal statement: of normal).</p>")
     return f'<div class="crrg-report"><h3>{html.escape(title)}</h3>{body}</div>'
+
+
+def sentence_regions(result: Result, index: int | None) -> list[str]:
+    """The regions sentence ``index`` of the report rests on ([] for none or an image-level one)."""
+    sentences = evidence_sentences(result)
+    if index is None or not 0 <= index < len(sentences):
+        return []
+    return list(sentences[index]["regions"])
+
+
+def sentence_card(result: Result, index: int) -> str:
+    """HTML card of one report sentence: where it rests, its evidence kind explained, the value."""
+    sentences = evidence_sentences(result)
+    if not 0 <= index < len(sentences):
+        return region_card(result, None)
+    sentence = sentences[index]
+    evidence = sentence.get("evidence") or {}
+    kind = evidence.get("kind")
+    lines = [evidence_text(result, sentence) or "evidence not recorded (an older result)"]
+    if kind in EVIDENCE_KINDS:
+        lines.append("from " + EVIDENCE_KINDS[kind][1])
+    detected = {r["name"] for r in result.get("regions") or [] if r.get("box") is not None}
+    missing = [n for n in sentence.get("regions") or [] if n not in detected]
+    if missing:
+        lines.append("not detected, so not drawn: " + ", ".join(missing))
+    stats = "<br>".join(html.escape(line) for line in lines)
+    return (f'<div class="crrg-card">{_chips(sentence)}<div class="crrg-stats">{stats}</div>'
+            f'<p class="crrg-quote">{html.escape(sentence["text"])}</p></div>')
+
+
+def probability_note(calibration: Mapping[str, Any] | None) -> str:
+    """One line on what a label probability means, true to the model's ``config.calibration``."""
+    params = (calibration or {}).get("zero_shot") or {}
+    tail = "they are not a diagnosis and may be miscalibrated on images from other hospitals."
+    if "temperature" in params or "a" in params:
+        how = "temperature" if "temperature" in params else "Platt"
+        return (f"Probabilities are calibrated on the validation split of the training sources ({how} "
+                f"scaling); {tail}")
+    return ('Probabilities are uncalibrated scores (a softmax of "label" vs "no label"); ' + tail)
+
+
+# ---------------------------------------------------------------------------------- input check
+WITHHELD_REPORT = ('<div class="crrg-report"><h3>Report</h3><p class="crrg-empty crrg-withheld">No report: '
+                   "the input check says this does not look like a frontal chest radiograph (see the "
+                   "warning above).</p></div>")
+WITHHELD_CARD = ('<div class="crrg-card crrg-muted">Not analysed: no regions, labels or sentences are '
+                 "shown for an image the input check rejected.</div>")
+WITHHELD_LEGEND = ('<div class="crrg-legend" data-drawn="0" data-detected="0"><span class="crrg-legend-note">'
+                   "No regions drawn: the input check rejected this image.</span></div>")
+
+
+def withheld(result: Result, forced: bool = False) -> bool:
+    """True when the input check says this is not a frontal chest radiograph and the user has not
+    asked to analyse it anyway: no report, labels or regions are shown."""
+    check = result.get("input_check")
+    return bool(check) and not check.get("ok", True) and not forced
+
+
+def input_check_html(result: Result | None, forced: bool = False) -> str:
+    """The input check's warning (empty when the input passed or was not checked)."""
+    check = (result or {}).get("input_check")
+    if not check or check.get("ok", True):
+        return ""
+    name = html.escape(public_message(str(result.get("image") or "this file")))
+    reason = html.escape(public_message(check.get("reason") or "The input check rejected this image."))
+    score = f"P(frontal chest radiograph) = {check.get('score', 0.0):.2f}"
+    if forced:
+        head, tail = f"Analysed anyway: {name}", "The report, labels and regions below may be meaningless."
+    else:
+        head, tail = (f"Not analysed: {name}", "No report, labels or regions are shown. Tick "
+                      "<b>Analyse anyway</b> to see them.")
+    return (f'<div class="crrg-check" role="alert" data-forced="{str(forced).lower()}"><b>⚠ {head}.</b> '
+            f'{reason} <span class="crrg-muted">({score}.)</span> {tail}</div>')
 
 
 def region_rows(result: Result) -> list[list[Any]]:
@@ -128,11 +274,14 @@ def label_frame(labels: Mapping[str, float]) -> Any:
     })
 
 
-def timing_text(result: Result) -> str:
+def timing_text(result: Result, withheld: bool = False) -> str:
     times = result.get("timings") or {}
     total = times.get("total")
     if total is None:
         return ""
+    if withheld:
+        return (f"**{result.get('image', '')}** · {result['width']}×{result['height']} px · "
+                f"not analysed (input check) · {total:.2f} s")
     parts = " · ".join(f"{k} {v * 1000:.0f} ms" for k, v in times.items() if k != "total")
     found = sum(r.get("box") is not None for r in result["regions"])
     chosen = sum(bool(r.get("selected")) for r in result["regions"])
@@ -140,17 +289,19 @@ def timing_text(result: Result) -> str:
             f"{found}/29 regions detected, {chosen} selected · {total:.2f} s ({parts})")
 
 
-def legend_html(result: Result | None, show_all: bool = False, highlight: str | None = None) -> str:
+def legend_html(result: Result | None, show_all: bool = False, highlight: str | None = None,
+                lit: Sequence[str] = ()) -> str:
     """Colour legend of the regions the overlay draws (:func:`demo.drawing.visible_regions`) and a
     line saying how many of the detected regions that is. Named (thick) ones bold, thin ones plain,
-    abnormal ones marked ⚠. ``data-drawn`` / ``data-detected`` carry the two counts."""
+    abnormal ones marked ⚠. ``data-drawn`` / ``data-detected`` carry the two counts. ``lit``: the
+    regions of the chosen sentence (drawn too); a measured CTR gets a note on its two widths."""
     if not result:
         return ""
     detected = [r for r in result["regions"] if r.get("box") is not None]
     if not detected:
         return '<div class="crrg-legend" data-drawn="0" data-detected="0"><span class="crrg-legend-note">' \
                "No region detected.</span></div>"
-    thick, thin = visible_regions(result["regions"], highlight, show_all)
+    thick, thin = visible_regions(result["regions"], highlight, show_all, tagged=lit)
     drawn = set(thick) | set(thin)
     items = []
     for region in detected:
@@ -165,12 +316,23 @@ def legend_html(result: Result | None, show_all: bool = False, highlight: str | 
         what = "all detected regions"
     else:
         what = "selected and abnormal regions" + (" and the clicked one" if clicked else "")
+        if any(n in drawn and not is_finding(next(r for r in detected if r["name"] == n)) for n in lit):
+            what += " and the chosen sentence's"
     abnormal = sum(bool(r.get("abnormal")) for r in detected)
     note = f"Showing {len(drawn)} of {len(detected)} detected regions ({what})"
     if abnormal:
         note += f" · ⚠ {abnormal} abnormal"
     if len(drawn) < len(detected):
         note += " · tick <b>Show all 29 regions</b> for the rest"
+    ctr = ctr_of(result)
+    if ctr is not None:
+        items.append(f'<span class="crrg-legend-item crrg-ctr">{_line_chip("cardiac width", CARDIAC_WIDTH_COLOR)}'
+                     f'{_line_chip(f"thoracic width · CTR {ctr.ratio:.2f}", THORACIC_WIDTH_COLOR)}</span>')
     return (f'<div class="crrg-legend" data-drawn="{len(drawn)}" data-detected="{len(detected)}">'
             f'<span class="crrg-legend-note">{note}.</span>' + "".join(items) + "</div>")
+
+
+def _line_chip(text: str, colour: str) -> str:
+    return (f'<span class="crrg-chip" style="--chip:{colour}"><span class="crrg-line"></span>'
+            f"{html.escape(text)}</span>")
 

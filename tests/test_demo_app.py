@@ -59,7 +59,9 @@ def _report(client, path: Path, prompts: str):
 def test_api_lists_exactly_report_and_classify(client) -> None:
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(endpoints) == {"/report", "/classify"}
-    assert [p["label"] for p in endpoints["/report"]["parameters"]] == ["image", "prompts"]
+    assert [p["label"] for p in endpoints["/report"]["parameters"]] == ["image", "prompts", "force"]
+    force = endpoints["/report"]["parameters"][2]
+    assert force["parameter_has_default"] and force["parameter_default"] is False  # optional
 
 
 def test_report_returns_text_and_the_cli_json(client, images: dict[str, Path]) -> None:
@@ -71,6 +73,9 @@ def test_report_returns_text_and_the_cli_json(client, images: dict[str, Path]) -
     assert all(0.0 <= p <= 1.0 for p in result["labels"].values())
     assert set(result["label_regions"]) == set(result["labels"])
     assert (result["image"], result["width"], result["height"]) == ("chest.png", 560, 640)
+    assert " ".join(s["text"] for s in result["sentences"]) == report  # each sentence with its evidence
+    assert all(s["evidence"]["kind"] in ("region", "measurement", "image") for s in result["sentences"])
+    assert "cardiothoracic_ratio" in result["measurements"] and "input_check" in result
     for region in result["regions"]:
         assert region["box"] is not None or not region["selected"]
         assert bool(region["sentence"]) == region["selected"]
@@ -115,3 +120,56 @@ def test_app_without_weights_says_how_to_get_some(tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode == 2
     assert "cannot load crrg weights" in done.stderr and "python -m crrg init" in done.stderr
+
+
+NOT_A_CXR = "This does not look like a frontal chest radiograph, so no report was written."
+
+
+class _Rejecting:
+    """The real tiny pipeline with every input answered 'not a chest radiograph' (the tiny model has
+    no input checker); the reason names the server path, which no user may see."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.default_prompts, self.num_beams = pipe, pipe.default_prompts, 1
+
+    def __call__(self, image, **kwargs):
+        from dataclasses import replace
+
+        from crrg.types import InputCheck
+
+        check = InputCheck(ok=False, score=0.02, reason=f"{image}: {NOT_A_CXR}")
+        return replace(self.pipe(image, **kwargs), input_check=check)
+
+    def classify(self, image, prompts=None):
+        return self.pipe.classify(image, prompts)
+
+
+@pytest.fixture(scope="module")
+def rejecting_client(tiny_weights: Path):
+    """The demo served in this process over :class:`_Rejecting`."""
+    import crrg
+    from demo import build_demo, launch_options
+    from demo.testing import free_port
+    from gradio_client import Client
+
+    blocks = build_demo(_Rejecting(crrg.load(tiny_weights, device="cpu")))
+    blocks.launch(prevent_thread_lock=True, **launch_options(server_name="127.0.0.1", server_port=free_port()))
+    try:
+        yield Client(blocks.local_url, verbose=False)
+    finally:
+        blocks.close()
+
+
+def test_api_writes_no_report_for_a_rejected_image_unless_forced(rejecting_client, images: dict[str, Path]) -> None:
+    from gradio_client import handle_file
+
+    report, record = _report(rejecting_client, images["png"], "pneumonia")
+    assert report == "" and set(record) == {"image", "error", "input_check", "disclaimer"}
+    assert record["input_check"]["ok"] is False and NOT_A_CXR in record["input_check"]["reason"]
+    shown = json.dumps(record)
+    assert "chest.png" in shown and str(images["png"].parent) not in shown and "/tmp" not in shown
+    assert "gradio" not in shown
+    forced_report, forced = rejecting_client.predict(handle_file(str(images["png"])), "pneumonia", True,
+                                                     api_name="/report")
+    assert forced_report == forced["report"] and forced["input_check"]["ok"] is False
+    assert {"sentences", "measurements", "regions", "labels"} <= set(forced)

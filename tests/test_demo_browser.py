@@ -210,3 +210,115 @@ def test_focused_overlay_and_show_all_toggle(page, server: DemoServer, xray: Pat
     _wait_drawn(page, len(findings) + (name not in findings))
     assert _legend_counts(page) == (len(findings) + (name not in findings), len(detected))
     assert not page.errors, page.errors
+
+
+
+class _Scripted:
+    """The real tiny pipeline, whose random report is usually empty, with a report of known
+    sentences on its own detected boxes (a region sentence, an image-level one) and an input check
+    that rejects files named ``noise*``: what the page does with them is what is tested."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.default_prompts, self.num_beams = pipe, pipe.default_prompts, 1
+
+    def __call__(self, image, **kwargs):
+        from dataclasses import replace
+
+        from crrg.types import Evidence, InputCheck, Sentence
+
+        result = self.pipe(image, **kwargs)
+        found = tuple(r.name for r in result.regions if r.box is not None)[:2]
+        sentences = (Sentence(f"There is an opacity in the {' and '.join(found)}.", found, "opacity",
+                              Evidence("region", probability=0.83)),
+                     Sentence("There is no radiographic evidence of pneumonia.", (), None,
+                              Evidence("image", probability=0.9)))
+        rejected = Path(str(image)).name.startswith("noise")
+        check = (InputCheck(False, 0.02, f"{image}: This does not look like a frontal chest radiograph.")
+                 if rejected else InputCheck(True, 0.98))
+        return replace(result, sentences=sentences, report=" ".join(s.text for s in sentences),
+                       input_check=check)
+
+    def classify(self, image, prompts=None):
+        return self.pipe.classify(image, prompts)
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory):
+    """The demo over :class:`_Scripted`, served in this process."""
+    import crrg
+    from crrg.cli import main
+    from demo import build_demo, launch_options
+    from demo.testing import free_port
+
+    weights = tmp_path_factory.mktemp("crrg-tiny-scripted")
+    assert main(["init", str(weights), "--variant", "tiny"]) == 0
+    blocks = build_demo(_Scripted(crrg.load(weights, device="cpu")))
+    blocks.launch(prevent_thread_lock=True, **launch_options(server_name="127.0.0.1", server_port=free_port()))
+    try:
+        yield blocks.local_url
+    finally:
+        blocks.close()
+
+
+def _pressed(page, index: int, value: str) -> None:
+    page.wait_for_function("([i, v]) => document.querySelector(`#crrg-report [data-sentence='${i}']`)"
+                           "?.getAttribute('aria-pressed') === v", arg=[index, value])
+
+
+def test_clicking_a_sentence_shows_its_evidence_on_the_image(page, scripted: str, xray: Path) -> None:
+    """Every report sentence shows its evidence; clicking one lights the boxes it rests on and
+    shows its evidence card; clicking it again turns it off; an image-level one rests on the whole
+    image. The probability note is under the labels."""
+    page.goto(scripted)
+    page.set_input_files("#crrg-upload input[type=file]", str(xray))
+    page.wait_for_selector("#crrg-report .crrg-sentence")
+    page.wait_for_selector("#crrg-overlay img")
+    rows = page.locator("#crrg-report .crrg-sentence")
+    assert rows.count() == 2
+    assert rows.nth(0).locator(".crrg-evidence").inner_text() == "region evidence · opacity 83 %"
+    assert "rests on the whole image (no box)" in rows.nth(1).locator(".crrg-evidence").inner_text()
+    assert not page.locator("#crrg-input-check .crrg-check").count()  # accepted: no warning
+    before = _overlay_src(page)
+    plain = page.locator("#crrg-overlay img").screenshot()
+    rows.nth(0).click()
+    _pressed(page, 0, "true")
+    page.wait_for_function("old => document.querySelector('#crrg-overlay img')?.getAttribute('src') !== old",
+                           arg=before)
+    page.wait_for_function("document.querySelector('#crrg-region-card').innerText.includes('region-level classifier')")
+    page.wait_for_function("document.querySelector('#crrg-overlay img').complete")
+    assert page.locator("#crrg-overlay img").screenshot() != plain  # its boxes lit
+    _shot_overlay(page, "demo_overlay_sentence.png")
+    page.locator("#crrg-report").screenshot(path=str(ARTIFACTS / "demo_report_evidence.png"))
+    page.locator("#crrg-report [data-sentence='1']").click()  # the image-level one: no box
+    _pressed(page, 1, "true")
+    page.wait_for_function("document.querySelector('#crrg-region-card').innerText.includes('whole image')")
+    page.locator("#crrg-report [data-sentence='1']").click()  # again: off
+    _pressed(page, 1, "false")
+    page.get_by_role("tab", name="Zero-shot labels").click()
+    assert "not a diagnosis" in page.locator("#crrg-probability-note").inner_text()
+    assert not page.errors, page.errors
+
+
+def test_a_rejected_image_gets_no_report_until_analyse_anyway(page, scripted: str, tmp_path: Path) -> None:
+    noise = write_png(tmp_path / "noise.png", seed=3)
+    page.goto(scripted)
+    page.set_input_files("#crrg-upload input[type=file]", str(noise))
+    page.wait_for_selector("#crrg-input-check .crrg-check")
+    warning = page.locator("#crrg-input-check").inner_text()
+    assert "noise.png" in warning and "does not look like a frontal chest radiograph" in warning
+    assert str(tmp_path) not in warning and "/tmp" not in warning and "gradio" not in warning
+    assert page.locator("#crrg-report .crrg-sentence").count() == 0
+    assert page.locator("#crrg-report-text textarea").input_value() == ""
+    assert page.locator("#crrg-legend .crrg-legend").get_attribute("data-drawn") == "0"
+    box = page.locator("#crrg-force input[type=checkbox]")
+    assert box.is_visible() and not box.is_checked()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo_input_check.png"), full_page=True)
+    box.check()
+    page.wait_for_selector("#crrg-report .crrg-sentence")
+    assert page.locator("#crrg-report .crrg-sentence").count() == 2
+    assert "Analysed anyway" in page.locator("#crrg-input-check").inner_text()  # the warning stays
+    page.wait_for_function("document.querySelector('#crrg-report-text textarea').value.length > 0")
+    box.uncheck()
+    page.wait_for_selector("#crrg-report .crrg-withheld")
+    assert not page.errors, page.errors

@@ -406,3 +406,287 @@ def test_error_messages_show_base_names_never_server_paths() -> None:
     assert "/tmp" not in public_message(f"'{upload}'")
     assert public_message("box must be (x1, y1, x2, y2), got 1/2") == "box must be (x1, y1, x2, y2), got 1/2"
     assert public_message("expected PNG/JPEG/TIFF/DICOM") == "expected PNG/JPEG/TIFF/DICOM"
+
+
+# ------------------------------------------------- evidence, CTR, input check (issues 10 and 11)
+CTR_BOXES = {"cardiac silhouette": (200.0, 350.0, 420.0, 560.0), "right lung": (60.0, 80.0, 270.0, 600.0),
+             "left lung": (300.0, 80.0, 500.0, 610.0), "right lower lung zone": (70.0, 420.0, 260.0, 590.0)}
+NOT_A_CXR = "This does not look like a frontal chest radiograph, so no report was written."
+
+
+def _built(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio/3f9a0c1e2b/chest.png") -> dict:
+    """A pipeline result built with the real result types (crrg.types), in its JSON form."""
+    from crrg.types import Evidence, RegionResult, ReportResult, Sentence
+
+    regions = tuple(RegionResult(n, CTR_BOXES.get(n), 0.9 if n in CTR_BOXES else 0.0,
+                                 0.6 if n in CTR_BOXES else None, 0.2 if n in CTR_BOXES else None,
+                                 n == "right lower lung zone", n == "right lower lung zone",
+                                 "There is a nodule." if n == "right lower lung zone" else None)
+                    for n in REGIONS)
+    sentences = (
+        Sentence("There is a nodule in the right lower lung zone.", ("right lower lung zone",), "nodule",
+                 Evidence("region", probability=0.87)),
+        Sentence("The heart size is normal (cardiothoracic ratio 0.49).",
+                 ("cardiac silhouette", "right lung", "left lung"), None, Evidence("measurement", value=0.49)),
+        Sentence("There is no radiographic evidence of pneumonia.", (), None, Evidence("image", probability=0.93)),
+    )
+    return ReportResult(image=image, width=W, height=H, regions=regions,
+                        report=" ".join(s.text for s in sentences), labels={"pneumonia": 0.07, "nodule": 0.81},
+                        label_regions={"pneumonia": None, "nodule": "right lower lung zone"},
+                        timings={"total": 0.5, "detect": 0.2}, sentences=sentences,
+                        measurements={"cardiothoracic_ratio": ctr}, input_check=input_check).to_json()
+
+
+def _rejected(**kwargs) -> dict:
+    from crrg.types import InputCheck
+
+    return _built(InputCheck(ok=False, score=0.04, reason=NOT_A_CXR), **kwargs)
+
+
+def _analysis(result: dict, forced: bool = False):
+    from demo.service import Analysis
+
+    base = np.full((H, W, 3), 40, np.uint8)
+    return Analysis(path="/srv/uploads/chest.png", result=dict(result, image="chest.png"), base=base, scale=1.0,
+                    forced=forced)
+
+
+COMPONENTS = ("state", "focus", "corner", "sentence", "overlay", "legend", "check", "force", "report_view",
+              "report_text", "region_card", "describe", "table", "json_view", "status", "label_view",
+              "label_plot", "label_table", "label_pick", "label_image", "ticks", "box_image", "box_card",
+              "dl_json", "dl_png")
+
+
+def _c():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{name: name for name in COMPONENTS})  # component -> its name as the key
+
+
+def test_report_lists_each_sentence_with_its_evidence() -> None:
+    result = _built()
+    sentences = views.evidence_sentences(result)
+    assert [s["evidence"]["kind"] for s in sentences] == ["region", "measurement", "image"]
+    assert views.report_sentences(result)[0] == (("right lower lung zone",), sentences[0]["text"])
+    assert views.evidence_text(result, sentences[0]) == "region evidence · nodule 87 %"
+    assert views.evidence_text(result, sentences[1]) == "measurement · cardiothoracic ratio 0.49"
+    assert views.evidence_text(result, sentences[2]) == \
+        "image-level evidence · normal 93 % · rests on the whole image (no box)"
+    page = views.report_html(result, picked=1)
+    assert page.count('class="crrg-sentence"') == 3 and page.count('aria-pressed="true"') == 1
+    assert all(f'data-sentence="{i}"' in page for i in range(3))
+    assert "nodule 87 %" in page and "cardiothoracic ratio 0.49" in page and "whole image (no box)" in page
+    card = views.sentence_card(result, 2)
+    assert "image-level classifier" in card and "whole image" in card and "crrg-chip crrg-whole" in card
+    assert "cardiac silhouette" in views.sentence_card(result, 1) and "left lung" in views.sentence_card(result, 1)
+    assert views.sentence_regions(result, 1) == ["cardiac silhouette", "right lung", "left lung"]
+    assert views.sentence_regions(result, 2) == [] and views.sentence_regions(result, 7) == []
+
+
+def test_an_older_result_without_sentences_is_rebuilt_from_the_regions() -> None:
+    result = {k: v for k, v in _built().items() if k != "sentences"}
+    [(regions, text)] = views.report_sentences(result)
+    assert regions == ("right lower lung zone",) and text == "There is a nodule."
+    assert views.evidence_text(result, views.evidence_sentences(result)[0]) == ""
+    assert "No region was selected" in views.report_html(dict(_built(), sentences=[]))
+
+
+def test_choosing_a_sentence_lights_its_boxes_on_the_overlay() -> None:
+    from demo.events import focus_on
+
+    analysis = _analysis(_built(ctr=None))
+    plain = focus_on(_c(), analysis, None, False)
+    heart = focus_on(_c(), analysis, None, False, sentence=1)  # the CTR sentence: heart and both lungs
+    assert heart["sentence"] == 1 and 'aria-pressed="true"' in heart["report_view"]
+    assert "measurement" in heart["region_card"]
+    inside_heart = (slice(400, 500), slice(250, 380))
+    assert heart["overlay"][inside_heart].mean() > plain["overlay"][inside_heart].mean()  # tinted fill
+    assert tuple(heart["overlay"][455, 200]) == hex_to_rgb(REGION_COLORS["cardiac silhouette"])
+    assert np.array_equal(plain["overlay"][455, 200], analysis.base[455, 200])  # not drawn without it
+    whole = focus_on(_c(), analysis, None, False, sentence=2)  # image-level: no box lit
+    assert np.array_equal(whole["overlay"], plain["overlay"]) and "whole image" in whole["region_card"]
+
+
+def test_clicking_a_sentence_twice_turns_it_off() -> None:
+    import gradio as gr
+
+    from demo.events import Handlers
+
+    h = Handlers(_c(), service=None, examples=[])
+    analysis = _analysis(_built())
+    picked = h.pick_sentence(analysis, None, False, gr.SelectData(None, {"index": 0, "value": "x"}))
+    assert picked["sentence"] == 0 and picked["focus"] is None
+    again = h.pick_sentence(analysis, 0, False, gr.SelectData(None, {"index": 0, "value": "x"}))
+    assert again["sentence"] is None
+    assert h.pick_sentence(analysis, None, False, gr.SelectData(None, {"index": 9, "value": ""}))["sentence"] is None
+
+
+def test_ctr_widths_are_drawn_where_the_boxes_put_them() -> None:
+    from crrg.measurements import ctr_widths
+    from demo.drawing import CARDIAC_WIDTH_COLOR, THORACIC_WIDTH_COLOR, ctr_of
+
+    assert {CARDIAC_WIDTH_COLOR, THORACIC_WIDTH_COLOR}.isdisjoint(REGION_COLORS.values())
+    result = _built(ctr=0.49)
+    ctr = ctr_of(result)
+    assert ctr is not None and ctr.ratio == pytest.approx(0.49)
+    assert (ctr.cardiac, ctr.thoracic) == ctr_widths(CTR_BOXES)  # the measurement module's rule
+    assert ctr_of(_built(ctr=None)) is None  # no measured CTR: nothing to draw
+    base = np.full((H, W, 3), 40, np.uint8)
+    for scale in (1.0, 0.5):
+        small = np.full((round(H * scale), round(W * scale), 3), 40, np.uint8) if scale != 1 else base
+        drawn = draw_regions(small, [], scale, ctr=ctr)
+        cy, ty = round(ctr.cardiac.y * scale), round(ctr.thoracic.y * scale)
+        mid_c = round((ctr.cardiac.x1 + ctr.cardiac.x2) / 2 * scale)
+        assert tuple(drawn[cy, mid_c]) == hex_to_rgb(CARDIAC_WIDTH_COLOR)
+        assert tuple(drawn[ty, round((ctr.thoracic.x1 + 10) * scale)]) == hex_to_rgb(THORACIC_WIDTH_COLOR)
+        assert tuple(drawn[ty, round((ctr.thoracic.x2 - 10) * scale)]) == hex_to_rgb(THORACIC_WIDTH_COLOR)
+        left_of = round((ctr.thoracic.x1 - 20) * scale)  # beyond the thorax: the line stops
+        assert np.array_equal(drawn[ty, left_of], small[ty, left_of])
+        assert _count(drawn, CARDIAC_WIDTH_COLOR) > 100 and _count(drawn, THORACIC_WIDTH_COLOR) > 100
+    assert np.array_equal(draw_regions(base, [], 1.0), base)
+    legend = views.legend_html(result)
+    assert "cardiac width" in legend and "CTR 0.49" in legend
+    png = overlay_png(np.full((H, W), 0.3, np.float32), result)
+    assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_rejected_input_shows_the_reason_and_no_report_until_analyse_anyway() -> None:
+    from demo.events import everything
+
+    analysis = _analysis(_rejected())
+    assert analysis.withheld
+    out = everything(_c(), analysis, show_all=False)
+    assert NOT_A_CXR in out["check"] and "Analyse anyway" in out["check"] and "chest.png" in out["check"]
+    assert out["force"].visible and out["force"].value is False
+    assert out["report_text"] == "" and "crrg-sentence" not in out["report_view"]
+    assert "No report" in out["report_view"]
+    assert np.array_equal(out["overlay"], analysis.base)  # no region overlay, no CTR widths
+    assert np.array_equal(out["box_image"], analysis.base) and np.array_equal(out["label_image"], analysis.base)
+    assert out["label_view"] is None and out["label_plot"] is None and out["label_table"] == []
+    assert out["table"] == [] and 'data-drawn="0"' in out["legend"]
+    shown = out["json_view"]
+    assert set(shown) == {"image", "error", "input_check", "disclaimer"} and "report" not in shown
+    assert shown["input_check"]["ok"] is False and "labels" not in shown
+
+    forced = everything(_c(), _analysis(_rejected(), forced=True), show_all=False)
+    assert forced["report_text"] == analysis.result["report"]
+    assert forced["report_view"].count('class="crrg-sentence"') == 3
+    assert NOT_A_CXR in forced["check"] and "Analysed anyway" in forced["check"]  # the warning stays
+    assert forced["force"].visible and forced["force"].value is True
+    assert not np.array_equal(forced["overlay"], analysis.base) and forced["label_view"]
+    assert forced["json_view"]["report"] == analysis.result["report"]
+
+    ok = everything(_c(), _analysis(_built()), show_all=False)
+    assert ok["check"] == "" and not ok["force"].visible and ok["report_text"]
+
+
+def test_the_analyse_anyway_box_reveals_without_running_the_model() -> None:
+    import gradio as gr
+
+    from demo.events import Handlers
+
+    h = Handlers(_c(), service=None, examples=[])  # no service: nothing can run the model
+    analysis = _analysis(_rejected())
+    shown = h.analyse_anyway(analysis, True, False)
+    assert shown["state"].forced and shown["report_text"] == analysis.result["report"]
+    hidden = h.analyse_anyway(shown["state"], False, False)
+    assert hidden["report_text"] == "" and not hidden["state"].forced
+    for attempt in (lambda: h.write(analysis, ["right lung"], 1, False), lambda: h.describe(analysis, "right lung", 1),
+                    lambda: h.relabel(analysis, ["edema"])):
+        with pytest.raises(gr.Error, match="Analyse anyway"):
+            attempt()
+    assert h.pick_sentence(analysis, None, False, gr.SelectData(None, {"index": 0, "value": ""})) == {}
+
+
+class _Rejecting:
+    """The real tiny pipeline with its input check answered 'not a chest radiograph' (the tiny
+    model has no input checker): every image is rejected, the full result is still computed."""
+
+    def __init__(self, pipe, reason: str = NOT_A_CXR) -> None:
+        from crrg.types import InputCheck
+
+        self.pipe, self.check = pipe, InputCheck(ok=False, score=0.03, reason=reason)
+        self.default_prompts, self.num_beams = pipe.default_prompts, 1
+
+    def __call__(self, image, **kwargs):
+        from dataclasses import replace
+
+        return replace(self.pipe(image, **kwargs), input_check=self.check)
+
+    def classify(self, image, prompts=None):
+        return self.pipe.classify(image, prompts)
+
+
+def test_service_withholds_a_rejected_image_in_the_api_and_downloads(tiny_pipeline, tmp_path: Path,
+                                                                       xray: Path) -> None:
+    from demo.service import DemoService
+
+    service = DemoService(_Rejecting(tiny_pipeline, f"{xray} {NOT_A_CXR}"), tmp_path / "work")
+    report, record = service.report(str(xray), "pneumonia")
+    assert report == "" and set(record) == {"image", "error", "input_check", "disclaimer"}
+    assert record["image"] == "chest.png" and record["input_check"]["ok"] is False
+    text = json.dumps(record)
+    assert str(xray.parent) not in text and "chest.png" in text  # base names only
+    forced_report, forced = service.report(str(xray), "pneumonia", force=True)
+    assert forced_report == forced["report"] and forced["input_check"]["ok"] is False
+    assert {"sentences", "measurements", "regions", "labels"} <= set(forced)
+    analysis = service.analyse(str(xray), ["pneumonia"])
+    assert analysis.withheld
+    json_path, png_path = service.downloads(analysis)
+    assert png_path is None and json.loads(Path(json_path).read_text()) == analysis.shown()
+    assert "report" not in analysis.shown()
+    from dataclasses import replace
+
+    json_path, png_path = service.downloads(replace(analysis, forced=True))
+    assert json.loads(Path(json_path).read_text())["report"] == analysis.result["report"] and png_path
+
+
+def test_the_api_and_downloads_carry_sentences_measurements_and_input_check(service, xray: Path) -> None:
+    _, result = service.report(str(xray), "pneumonia")
+    assert {"sentences", "measurements", "input_check"} <= set(result)
+    for sentence in result["sentences"]:
+        assert set(sentence) == {"text", "regions", "finding", "evidence"}
+        assert sentence["evidence"]["kind"] in ("region", "measurement", "image")
+    assert " ".join(s["text"] for s in result["sentences"]) == result["report"]
+    assert "cardiothoracic_ratio" in result["measurements"]
+    analysis = service.analyse(str(xray), ["pneumonia"])
+    json_path, _ = service.downloads(analysis)
+    saved = json.loads(Path(json_path).read_text())
+    assert saved["sentences"] == analysis.result["sentences"]
+    assert saved["measurements"] == analysis.result["measurements"]
+
+
+def test_input_check_messages_name_the_file_never_a_server_path() -> None:
+    from demo.events import _analysable
+    from demo.service import withheld_record
+
+    result = _rejected(image="/tmp/gradio/3f9a0c1e2b/noise.png")
+    result["input_check"]["reason"] = "/tmp/gradio/3f9a0c1e2b/noise.png: " + NOT_A_CXR
+    page = views.input_check_html(result)
+    record = withheld_record(result, "tick Analyse anyway")
+    for shown in (page, json.dumps(record)):
+        assert "noise.png" in shown and "/tmp" not in shown and "3f9a0c1e2b" not in shown
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as caught:
+        _analysable(_analysis(result))
+    assert "/" not in str(caught.value).replace("http", "")
+
+
+def test_probability_note_says_what_a_probability_means() -> None:
+    calibrated = views.probability_note({"zero_shot": {"temperature": 1.7}})
+    assert "calibrated on the validation split" in calibrated and "temperature" in calibrated
+    assert "not a diagnosis" in calibrated and "other hospitals" in calibrated
+    assert "Platt" in views.probability_note({"zero_shot": {"a": 1.2, "b": 0.1}})
+    raw = views.probability_note({})
+    assert "uncalibrated" in raw and "not a diagnosis" in raw
+
+
+def test_the_page_shows_the_probability_note_under_the_labels(tiny_pipeline) -> None:
+    from demo import build_demo
+
+    blocks = build_demo(tiny_pipeline)
+    notes = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "crrg-probability-note"]
+    assert len(notes) == 1 and "not a diagnosis" in notes[0].value
+    force = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "crrg-force"]
+    assert len(force) == 1 and "Analyse anyway" in force[0].label and force[0].visible is False

@@ -1,0 +1,59 @@
+"""The grounded-report evaluation on constructed results: unsupported locations are counted,
+nodule sensitivity / side / zone and false sentences, per-source specificity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crrg.findings import LUNG_ZONES
+from crrg.types import Evidence, ReportResult, Sentence
+from train.eval_grounding import grounding_metrics
+from train.finding_labels import FindingLabeler
+
+ZONE_BOXES = dict(zip(LUNG_ZONES, [(100, 100, 400, 300), (100, 300, 400, 500), (100, 500, 400, 700),
+                                   (600, 100, 900, 300), (600, 300, 900, 500), (600, 500, 900, 700)]))
+
+
+def _result(image: str, *sentences: Sentence) -> ReportResult:
+    return ReportResult(image=image, width=1024, height=1024, regions=(), report=" ".join(s.text for s in sentences),
+                        labels={}, label_regions={}, sentences=tuple(sentences))
+
+
+def _nodule(zone: str) -> Sentence:
+    return Sentence(f"There is a nodule in the {zone}.", (zone,), "nodule", Evidence("region", probability=0.9))
+
+
+@pytest.fixture()
+def labeler(tmp_path: Path) -> FindingLabeler:
+    (tmp_path / "jsrt_scr").mkdir()
+    (tmp_path / "jsrt_scr" / "nodules.csv").write_text(
+        "image,nodule,subtlety,size_mm,age,sex,x,y,malignancy,location,diagnosis\n"
+        "images/JPCLN001.jpg,1,5,14,53,Male,700,200,malignant,l.upper lobe,cancer\n"
+        "images/JPCLN002.jpg,1,2,14,53,Male,200,600,benign,r.lower lobe,granuloma\n"
+        "images/JPCLN003.jpg,1,4,14,53,Male,250,400,benign,r.middle lobe,granuloma\n")
+    return FindingLabeler(tmp_path)
+
+
+def test_nodule_and_contract_figures(labeler: FindingLabeler) -> None:
+    rows = [{"image": f"jsrt_scr/images/JPCLN00{i}.jpg", "source": "jsrt_scr", "width": 1024, "height": 1024,
+             "labels": {"nodule": 1, "no finding": 0}, "abnormal": True} for i in (1, 2, 3)]
+    rows.append({"image": "jsrt_scr/images/JPCNN001.jpg", "source": "jsrt_scr", "width": 1024, "height": 1024,
+                 "labels": {"no finding": 1}, "abnormal": False})
+    results = {
+        rows[0]["image"]: _result(rows[0]["image"], _nodule("left upper lung zone")),  # right zone
+        rows[1]["image"]: _result(rows[1]["image"], _nodule("left lower lung zone")),  # wrong side
+        rows[2]["image"]: _result(rows[2]["image"]),  # missed
+        rows[3]["image"]: _result(rows[3]["image"], _nodule("right mid lung zone"),  # a false sentence
+                                  Sentence("Right lower lobe pneumonia.", (), "pneumonia", Evidence("image", 0.8))),
+    }
+    m = grounding_metrics(rows, results, labeler, {r["image"]: ZONE_BOXES for r in rows})
+    assert m["unsupported_locations"] == 1 and m["n_sentences"] == 4
+    nodules = m["nodules"]
+    assert nodules["sensitivity_by_subtlety"]["3+"] == {"sensitivity": 0.5, "n": 2}
+    assert nodules["sensitivity_by_subtlety"]["1-2"] == {"sensitivity": 1.0, "n": 1}
+    assert nodules["side_accuracy"] == 0.5 and nodules["zone_accuracy"] == 0.5
+    assert nodules["non_nodule_with_sentence"] == 1.0 and nodules["n_non_nodule"] == 1
+    assert m["by_source"]["jsrt_scr"]["specificity"] == 0.0
+    assert m["per_finding"]["nodule"]["recall"] == pytest.approx(2 / 3)
