@@ -211,7 +211,8 @@ class RunSummary:
     total: int  # images of this rank
     skipped: int  # already in the output file
     written: int = 0
-    failed: int = 0
+    failed: int = 0  # error lines, the rejected ones included
+    rejected: int = 0  # not analysed: the input check said it is not a frontal chest radiograph
     out: Path | None = None
     failures: list[str] = field(default_factory=list)
 
@@ -246,8 +247,11 @@ def run_reports(
     """Write a report line for every image of ``inputs`` (this rank's shard) and return counts.
 
     An image that fails the model's input check (``result.input_check.ok`` false: not a frontal
-    chest radiograph) gets ``{"image", "error", "input_check"}`` and no report, unless ``force``;
-    like every error line it is tried again on a resumed run (so ``--force`` can report it).
+    chest radiograph) gets ``{"image", "error", "input_check"}`` and no report, unless ``force``
+    (then its report line keeps ``input_check``). Like every error line it is dropped from the
+    output file and tried again on a resumed run: without ``force`` the check rejects it again
+    (same weights, same verdict, one more forward pass), but a rerun with ``--force``, or with
+    weights whose checker changed, can then report it instead of skipping it as done.
 
     ``on_record(record, result)`` sees each line as it is written (``result`` is the
     :class:`crrg.types.ReportResult`, or ``None`` for an error line): the CLI prints with it.
@@ -273,6 +277,7 @@ def run_reports(
             on_record(record, result)
         if "error" in record:
             summary.failed += 1
+            summary.rejected += "input_check" in record
             summary.failures.append(record["image"])
         else:
             summary.written += 1

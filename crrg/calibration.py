@@ -1,83 +1,211 @@
-"""Calibration of binary probabilities, fitted on a validation split: Platt and temperature
-scaling, and the expected calibration error (ECE).
+"""Calibration of binary probabilities, fitted on a validation split: temperature and Platt
+scaling, and the expected calibration error (ECE) with its reliability bins.
 
-Parameters are plain JSON dicts so they live in ``config.json`` (``CRRGConfig.calibration``):
-Platt ``{"a", "b"}`` (probability = sigmoid(a * logit + b)), temperature ``{"temperature"}``
-(sigmoid(logit / T)). :meth:`crrg.pipeline.Pipeline._calibrated` applies them.
+- :class:`Temperature`: probability = sigmoid(logit / T). For a prompt pair (a two-way softmax over
+  logits ``[negative, positive]``) this is the softmax at temperature T, since the positive
+  probability is sigmoid(positive - negative); pass ``[N, 2]`` logits and the difference is taken.
+- :class:`Platt`: probability = sigmoid(a * logit + b).
+
+Both serialise to the plain JSON dicts that ``config.json`` stores under ``calibration`` (one per
+output): ``{"temperature": T}`` and ``{"a": a, "b": b}`` (:func:`to_json`, :func:`from_json`).
+:func:`apply` (numpy) and :func:`apply_torch` turn logits into calibrated probabilities; a logit of
+-inf (a region that was not detected) stays probability 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Union
 
 import numpy as np
 import torch
 
 
-def _fit(logits: np.ndarray, labels: np.ndarray, platt: bool, steps: int = 200) -> tuple[float, float]:
-    x = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(labels, dtype=np.float64))
-    a = torch.ones((), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=platt)
-    opt = torch.optim.LBFGS([a, b] if platt else [a], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+@dataclass(frozen=True)
+class Temperature:
+    """Temperature scaling: sigmoid(logit / temperature); T > 1 softens over-confident scores."""
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(a * x + b, y)
-        loss.backward()
-        return loss
+    temperature: float = 1.0
 
-    opt.step(closure)
-    return float(a.detach()), float(b.detach())
+    def scale(self, z: Any) -> Any:
+        return z / self.temperature
+
+    def to_json(self) -> dict[str, float]:
+        return {"temperature": float(self.temperature)}
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Platt scaling: {"a", "b"} minimising the log loss of sigmoid(a * logit + b)."""
-    a, b = _fit(logits, labels, platt=True)
-    return {"a": a, "b": b}
+@dataclass(frozen=True)
+class Platt:
+    """Platt scaling: sigmoid(a * logit + b)."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    def scale(self, z: Any) -> Any:
+        return self.a * z + self.b
+
+    def to_json(self) -> dict[str, float]:
+        return {"a": float(self.a), "b": float(self.b)}
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Temperature scaling: {"temperature"} minimising the log loss of sigmoid(logit / T)."""
-    a, _ = _fit(logits, labels, platt=False)
-    return {"temperature": float(1.0 / max(a, 1e-6))}
+Calibration = Union[Temperature, Platt]
+Params = Union[Calibration, Mapping[str, float], None]
 
 
-def apply(params: dict[str, float] | None, logits: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities of ``logits`` (a plain sigmoid without ``params``)."""
-    z = np.asarray(logits, dtype=np.float64)
-    params = params or {}
+def from_json(params: Mapping[str, float] | None) -> Calibration | None:
+    """The calibration stored in ``config.json`` (``None`` for an empty or missing entry)."""
+    if not params:
+        return None
     if "temperature" in params:
-        z = z / params["temperature"]
-    elif "a" in params:
-        z = params["a"] * z + params["b"]
-    return 1.0 / (1.0 + np.exp(-z))
+        return Temperature(float(params["temperature"]))
+    if "a" in params:
+        return Platt(float(params["a"]), float(params.get("b", 0.0)))
+    raise ValueError(f"unknown calibration {dict(params)!r}: expected 'temperature' or 'a' and 'b'")
 
 
-def logit(probs: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def to_json(calibration: Calibration | None) -> dict[str, float]:
+    return {} if calibration is None else calibration.to_json()
+
+
+def _as_calibration(params: Params) -> Calibration | None:
+    return params if isinstance(params, (Temperature, Platt)) else from_json(params)
+
+
+def binary_logits(logits: Any) -> np.ndarray:
+    """[N] binary logits; ``[N, 2]`` pair logits become positive minus negative (column 1 - 0)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 2 and z.shape[1] == 2:
+        return z[:, 1] - z[:, 0]
+    if z.ndim > 1:
+        raise ValueError(f"expected [N] binary or [N, 2] pair logits, got shape {z.shape}")
+    return z
+
+
+def logit(probs: Any, eps: float = 1e-6) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped to [eps, 1 - eps]."""
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
     return np.log(p / (1 - p))
 
 
+def _fit(logits: Any, labels: Any, platt: bool, max_iter: int = 200) -> tuple[float, float]:
+    """(scale, bias) minimising the mean log loss of sigmoid(scale * z + bias) with LBFGS.
+    Temperature scaling fits log(1 / T) (so T stays positive) and no bias."""
+    x = torch.as_tensor(binary_logits(logits))
+    y = torch.as_tensor(np.asarray(labels, dtype=np.float64))
+    if x.shape != y.shape or not len(x):
+        raise ValueError(f"need as many labels as logits, got {tuple(y.shape)} and {tuple(x.shape)}")
+    keep = torch.isfinite(x)
+    x, y = x[keep], y[keep]
+    w = torch.tensor(1.0 if platt else 0.0, dtype=torch.float64, requires_grad=True)  # a or log(1 / T)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=platt)
+    params = [w, b] if platt else [w]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        scale = w if platt else w.exp()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(scale * x + b, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    scale = float(w.detach()) if platt else float(w.detach().exp())
+    return scale, float(b.detach())
+
+
+def fit_temperature_scaling(logits: Any, labels: Any) -> Temperature:
+    """Temperature T of [N] binary or [N, 2] pair logits, fitted on validation labels (0 / 1)."""
+    scale, _ = _fit(logits, labels, platt=False)
+    return Temperature(1.0 / scale)
+
+
+def fit_platt_scaling(logits: Any, labels: Any) -> Platt:
+    """Platt a, b of [N] binary (or [N, 2] pair) logits, fitted on validation labels (0 / 1)."""
+    a, b = _fit(logits, labels, platt=True)
+    return Platt(a, b)
+
+
+def fit_temperature(logits: Any, labels: Any) -> dict[str, float]:
+    """:func:`fit_temperature_scaling` in the ``config.json`` form ``{"temperature"}``."""
+    return fit_temperature_scaling(logits, labels).to_json()
+
+
+def fit_platt(logits: Any, labels: Any) -> dict[str, float]:
+    """:func:`fit_platt_scaling` in the ``config.json`` form ``{"a", "b"}``."""
+    return fit_platt_scaling(logits, labels).to_json()
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow; sigmoid(-inf) = 0
+
+
+def apply(params: Params, logits: Any) -> np.ndarray:
+    """Calibrated probabilities of [N] binary or [N, 2] pair logits (a plain sigmoid without
+    ``params``); infinite logits keep their sign."""
+    z = binary_logits(logits)
+    calibration = _as_calibration(params)
+    if calibration is not None:
+        with np.errstate(invalid="ignore"):
+            z = np.where(np.isfinite(z), calibration.scale(z), z)
+    return _sigmoid(z)
+
+
+def apply_torch(params: Params, logits: torch.Tensor) -> torch.Tensor:
+    """:func:`apply` on a tensor of binary logits (any shape); infinite logits keep their sign."""
+    calibration = _as_calibration(params)
+    if calibration is not None:
+        logits = torch.where(torch.isfinite(logits), calibration.scale(logits), logits)
+    return torch.sigmoid(logits)
+
+
+def apply_to_probs(params: Params, probs: Any) -> np.ndarray:
+    """Calibrated probabilities from uncalibrated ones (e.g. a zero-shot prompt-pair softmax)."""
+    return apply(params, logit(probs))
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    lower: float
+    upper: float
+    confidence: float  # mean predicted probability in the bin
+    accuracy: float  # fraction of positives in the bin
+    count: int
+
+
 @dataclass(frozen=True)
 class Reliability:
+    """ECE and the non-empty bins of the reliability diagram."""
+
     ece: float
-    bins: list[dict[str, float]]  # per non-empty bin: lower, upper, confidence, accuracy, count
+    bins: tuple[ReliabilityBin, ...]
+    n: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ece": self.ece, "n": self.n, "bins": [asdict(b) for b in self.bins]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reliability:
+        return cls(float(data["ece"]), tuple(ReliabilityBin(**b) for b in data["bins"]), int(data["n"]))
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> Reliability:
-    """Binary ECE over equal-width probability bins: sum_b (n_b / n) |mean(p) - mean(y)|."""
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
+def expected_calibration_error(probs: Any, labels: Any, bins: int = 15) -> Reliability:
+    """Binary ECE over ``bins`` equal-width bins of the positive probability:
+    sum_b (n_b / n) |mean(p in b) - mean(y in b)|. Bins are [lower, upper), the last one [lower, 1]."""
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    if p.shape != y.shape:
+        raise ValueError(f"need as many labels as probabilities, got {y.shape} and {p.shape}")
+    if not len(p):
+        return Reliability(0.0, (), 0)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(p, edges[1:-1], right=False), 0, bins - 1)
+    index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     ece, rows = 0.0, []
     for b in range(bins):
         mask = index == b
         if not mask.any():
             continue
         conf, acc = float(p[mask].mean()), float(y[mask].mean())
-        ece += mask.mean() * abs(conf - acc)
-        rows.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "confidence": conf,
-                     "accuracy": acc, "count": int(mask.sum())})
-    return Reliability(float(ece), rows)
+        ece += float(mask.mean()) * abs(conf - acc)
+        rows.append(ReliabilityBin(float(edges[b]), float(edges[b + 1]), conf, acc, int(mask.sum())))
+    return Reliability(float(ece), tuple(rows), len(p))

@@ -64,8 +64,12 @@ def _report(args: argparse.Namespace) -> int:
     box = [float(v) for v in args.box.split(",")] if args.box else None
 
     def show(record: dict, result) -> None:
+        name = Path(record["image"]).name  # the base name only, never a folder
+        check = getattr(result, "input_check", None)
         if result is None:
-            print(f"error: {Path(record['image']).name}: {record['error']}", file=sys.stderr)
+            print(f"error: {name}: {record['error']}", file=sys.stderr)
+        elif check is not None and not check.ok and (args.json or args.out is not None):
+            print(f"warning: {name}: reported anyway (--force): {check.reason}", file=sys.stderr)
         if args.json:
             print(json.dumps(record))
         elif result is not None and args.out is None:
@@ -81,7 +85,8 @@ def _report(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.out is not None:
-        print(f"{summary.written} reports, {summary.failed} failed, {summary.skipped} already in "
+        rejected = f" ({summary.rejected} not a frontal chest radiograph)" if summary.rejected else ""
+        print(f"{summary.written} reports, {summary.failed} failed{rejected}, {summary.skipped} already in "
               f"{summary.out} (of {summary.total} images)", file=sys.stderr)
     if summary.total == 0:
         print("error: no images found in " + ", ".join(args.images), file=sys.stderr)

@@ -20,6 +20,7 @@ has a lung finding (it would contradict it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,14 @@ IMAGE_TEMPLATES: dict[str, tuple[str, str]] = {  # finding -> (present, absent);
                   "There is no radiographic evidence of pneumonia."),
 }
 LUNG_FINDINGS = ("nodule", "opacity")
+#: findings reported in their single most probable region (JSRT images hold one nodule each)
+SINGLE_REGION = ("nodule",)
+#: a decoder sentence that names a device, hardware or surgery states a finding ("The tip is in
+#: the right atrium.", "A humerus prosthesis.") even when the label extractor calls it normal
+PRESENCE_WORDS = re.compile(
+    r"\b(tubes?|lines?|catheters?|tips?|pacemakers?|pacers?|prosthes\w*|wires?|clips?|stents?|ports?"
+    r"|devices?|hardware|leads?|picc|drains?|electrodes?|valves?|sternotomy|surgical|postsurgical"
+    r"|arthroplast\w*|fixation|plates?|screws?|implants?|markers?)\b", re.IGNORECASE)
 _IMAGE_ORDER = REGION_INDEX["left hemidiaphragm"] + 0.5  # image-level lung sentences follow the lungs
 
 
@@ -79,6 +88,23 @@ def join_regions(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def where(names: Sequence[str]) -> str:
+    """Region names as a phrase, lung zones grouped by side: "right upper and mid lung zones and
+    the left lower lung zone"."""
+    zones: dict[str, list[str]] = {}
+    other = []
+    for name in names:
+        parts = name.split()
+        if len(parts) == 4 and parts[2:] == ["lung", "zone"]:
+            zones.setdefault(parts[0], []).append(parts[1])
+        else:
+            other.append(name)
+    phrases = [f"{side} {join_regions(kinds)} lung zone{'s' if len(kinds) > 1 else ''}"
+               for side, kinds in zones.items()]
+    return join_regions([*phrases, *other]).replace(" and right ", " and the right ").replace(
+        " and left ", " and the left ")
+
+
 def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list[Sentence]:
     out = []
     for finding, probs in ev.region_findings.items():
@@ -87,8 +113,10 @@ def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> lis
                 if ev.detected[REGION_INDEX[r]] and probs[REGION_INDEX[r]] >= threshold]
         if not hits:
             continue
+        if finding in SINGLE_REGION:
+            hits = [max(hits, key=lambda i: probs[i])]
         names = tuple(REGIONS[i] for i in sorted(hits))
-        text = REGION_TEMPLATES[finding].format(where=join_regions(names))
+        text = REGION_TEMPLATES[finding].format(where=where(names))
         out.append(Sentence(text, names, finding,
                             Evidence("region", probability=max(float(probs[i]) for i in hits))))
     return out
@@ -119,6 +147,9 @@ def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, lung_findin
         regions = tuple(sorted(item.regions, key=REGION_INDEX.__getitem__))
         probs = [float(ev.abnormal[REGION_INDEX[r]]) for r in regions]
         info = analyse_sentence(item.text)
+        if not info.abnormal and PRESENCE_WORDS.search(item.text) and not info.negated:
+            dropped.append((item.text, "names a device or hardware without region-level evidence"))
+            continue
         if info.abnormal:
             if decoder_findings and max(probs) > abnormal_threshold:
                 finding = info.findings[0] if info.findings else "abnormality"

@@ -15,8 +15,10 @@ negatives, so it also covers kinds of input the classifier never saw.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -121,3 +123,35 @@ def verdict(probs: Sequence[float], classes: Sequence[str] = INPUT_CLASSES, thre
         return InputCheck(ok=True, score=score, reason=None)
     other = max(range(1, len(classes)), key=lambda i: probs[i])
     return InputCheck(ok=False, score=score, reason=REASONS[classes[other]])
+
+
+CHECKER_WEIGHTS, CHECKER_CONFIG = "input_check.safetensors", "config.json"
+
+
+def save_checker(checker: InputChecker, folder: str | Path) -> None:
+    """``folder/input_check.safetensors`` (plain state_dict tensors) and ``folder/config.json``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in checker.state_dict().items()}, str(folder / CHECKER_WEIGHTS))
+    (folder / CHECKER_CONFIG).write_text(json.dumps(asdict(checker.config), indent=2))
+
+
+def config_from_dict(data: dict) -> InputCheckConfig:
+    """:class:`InputCheckConfig` from its JSON form (unknown keys are ignored)."""
+    known = {f.name for f in fields(InputCheckConfig)}
+    values = {k: v for k, v in data.items() if k in known}
+    if "classes" in values:
+        values["classes"] = tuple(values["classes"])
+    return InputCheckConfig(**values)
+
+
+def load_checker(folder: str | Path) -> InputChecker:
+    """The checker :func:`save_checker` wrote (float32, eval mode)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    checker = InputChecker(config_from_dict(json.loads((folder / CHECKER_CONFIG).read_text())))
+    checker.load_state_dict(load_file(str(folder / CHECKER_WEIGHTS)))
+    return checker.float().eval()

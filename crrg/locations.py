@@ -55,8 +55,8 @@ ZONE_REGIONS: dict[str, tuple[str, ...]] = {
     "costophrenic": ("costophrenic angle", "lower lung zone"),
     "retrocardiac": ("left lower lung zone", "cardiac silhouette"),
 }
-# "upper" / "lower" / "mid" are zone words only next to a lung word ("upper lobe", "lower zone",
-# "mid lung"), not in "upper limits of normal" or "lower thoracic spine"
+# "upper" / "lower" / "mid" are zone words only before a lung word within five words ("upper lobe",
+# "upper and mid lung zones"), not in "upper limits of normal" or "lower thoracic spine"
 _NEEDS_LUNG_WORD = frozenset({"upper", "lower", "mid", "middle"})
 _LUNG_WORDS = frozenset({"lobe", "lobes", "zone", "zones", "lung", "lungs", "field", "fields",
                          "lobar", "hemithorax"})
@@ -81,7 +81,7 @@ def named_locations(text: str) -> Locations:
         if word in SIDE_WORDS:
             sides |= SIDE_WORDS[word]
         if word in ZONE_REGIONS:
-            if word in _NEEDS_LUNG_WORD and not _LUNG_WORDS & set(words[i + 1:i + 3]):
+            if word in _NEEDS_LUNG_WORD and not _LUNG_WORDS & set(words[i + 1:i + 6]):
                 continue
             zones.add(word)
     return Locations(frozenset(sides), frozenset(zones))

@@ -3,7 +3,14 @@
 Cardiothoracic ratio (CTR): the width of the cardiac silhouette box divided by the width of the
 union of the right and left lung boxes (the thoracic width), both horizontal extents in pixels.
 On a PA view a CTR above :data:`CTR_ENLARGED` (0.5) is read as an enlarged heart; an AP view
-magnifies the heart, so there (and when the view is unknown) the sentence says so.
+magnifies the heart, so there (and when the view is unknown) the sentence says so and an enlarged
+value is not called cardiomegaly.
+
+Validated by ``train.validate_measurements`` against the same ratio from the JSRT/SCR heart and lung
+masks and the COVID-19-anatomy cardiomediastinum and lung masks (figures in the model card). No
+other measurement is reported: tracheal deviation and upper-mediastinal width were scored against
+the COVID-19-anatomy masks and not validated (too few held-out images with airway masks, no
+independent mediastinal reference; see that module).
 """
 
 from __future__ import annotations
@@ -13,18 +20,21 @@ from dataclasses import dataclass
 
 CTR_ENLARGED = 0.5
 HEART, RIGHT_LUNG, LEFT_LUNG = "cardiac silhouette", "right lung", "left lung"
+CTR_REGIONS: tuple[str, ...] = (HEART, RIGHT_LUNG, LEFT_LUNG)  # the regions the CTR is measured on
 
 Box = Sequence[float]
 
 
 @dataclass(frozen=True)
 class Measured:
-    """A measured finding: the sentence, the finding it states (``None``: normal) and the value."""
+    """A measured finding: the sentence, the finding it states (``None``: none stated), the value
+    and the regions it was measured on (the sentence's ``measurement`` evidence)."""
 
     name: str
     value: float
     text: str
     finding: str | None
+    regions: tuple[str, ...] = CTR_REGIONS
 
 
 @dataclass(frozen=True)
@@ -64,16 +74,25 @@ def ctr_widths(boxes: Mapping[str, Box | None]) -> tuple[Segment, Segment] | Non
                     float(top + (bottom - top) * 2 / 3)))
 
 
+def normalise_view(view: str | None) -> str | None:
+    """The view as "PA" or "AP" from a label ("PA", "ap supine", "AP erect", ...); else ``None``."""
+    head = (view or "").strip().upper()[:2]
+    return head if head in ("PA", "AP") else None
+
+
 def heart_size(ratio: float, view: str | None = None) -> Measured:
-    """The heart-size sentence from the CTR and the view ("PA", "AP", or ``None``: unknown)."""
-    view = (view or "").upper() or None
+    """The heart-size sentence from the CTR and the view ("PA", "AP", or ``None``: unknown).
+    The call is made on the value as written (two decimals), so the text never says "enlarged
+    (cardiothoracic ratio 0.50)"."""
+    view = normalise_view(view)
     value = f"cardiothoracic ratio {ratio:.2f}"
+    enlarged = round(ratio, 2) > CTR_ENLARGED
     if view == "PA":
-        if ratio > CTR_ENLARGED:
+        if enlarged:
             return Measured("cardiothoracic_ratio", ratio, f"The heart is enlarged ({value}).", "cardiomegaly")
         return Measured("cardiothoracic_ratio", ratio, f"The heart size is normal ({value}).", None)
     caveat = "an AP view magnifies the heart" if view == "AP" else "the view is not known and an AP view magnifies the heart"
-    if ratio > CTR_ENLARGED:  # not called cardiomegaly: the magnification may explain it
+    if enlarged:  # not called cardiomegaly: the magnification may explain it
         return Measured("cardiothoracic_ratio", ratio,
                         f"The cardiac silhouette measures above half the thoracic width ({value}), but {caveat}.",
                         None)

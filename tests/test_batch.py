@@ -192,3 +192,56 @@ def test_torchrun_two_processes_shard_and_resume(folder: Path, weights: Path, tm
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sum(len(p.read_text().splitlines()) for p in out.glob("*.jsonl")) == len(images)  # nothing redone
+
+
+def _brightness_checked_pipeline():
+    """The tiny model with an input checker that rejects bright images (mean intensity > 0.85 of
+    the preprocessed image) and accepts the chest-like ones, run in this process."""
+    import torch
+
+    from crrg.input_check import InputCheckConfig, InputChecker
+    from crrg.pipeline import Pipeline
+
+    model = tiny_model()
+    dim = model.config.clip.embed_dim + 29 + 8
+    checker = InputChecker(InputCheckConfig(feature_dim=dim, hidden_dim=0, threshold=0.5))
+    checker.norm = torch.nn.Identity()  # the hand-set weights read the raw features
+    with torch.no_grad():
+        checker.mlp.weight.zero_()
+        checker.mlp.bias.copy_(torch.tensor([0.0, -20.0, -20.0, 0.0]))
+        checker.mlp.weight[3, dim - 8] = 40.0  # not_radiograph <- the mean intensity statistic
+        checker.mlp.bias[3] = -40.0 * 0.85
+    model.input_check = checker
+    return Pipeline(model, device="cpu")
+
+
+def test_rejected_image_gets_an_error_line_the_others_reports_and_resume_retries_it(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from crrg.batch import run_reports
+
+    pipe = _brightness_checked_pipeline()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    chest_like_png(scans / "a.png", seed=1)
+    bright = Image.new("L", (256, 256), 255)
+    bright.paste(200, (100, 100, 140, 140))  # some contrast: a constant image is an unreadable input
+    bright.save(scans / "blank.png")
+    chest_like_png(scans / "c.png", seed=2)
+    out = tmp_path / "r.jsonl"
+    summary = run_reports(pipe, [scans], out=out, batch_size=3, prompts=[])
+    assert (summary.written, summary.failed, summary.rejected) == (2, 1, 1)
+    records = {Path(r["image"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records["blank.png"]) == {"image", "error", "input_check", "disclaimer"}
+    assert records["blank.png"]["input_check"]["ok"] is False
+    assert all(records[n]["input_check"]["ok"] and "report" in records[n] for n in ("a.png", "c.png"))
+
+    # a rerun keeps the two reports and tries the rejected image again; with force it is reported
+    again = run_reports(pipe, [scans], out=out, prompts=[])
+    assert (again.skipped, again.written, again.rejected) == (2, 0, 1)
+    forced = run_reports(pipe, [scans], out=out, prompts=[], force=True)
+    assert (forced.skipped, forced.written, forced.failed) == (2, 1, 0)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 3 and all("error" not in r for r in lines)
+    blank = next(r for r in lines if r["image"].endswith("blank.png"))
+    assert "report" in blank and blank["input_check"]["ok"] is False

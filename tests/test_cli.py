@@ -79,3 +79,62 @@ def test_missing_embedded_weights_is_explained(monkeypatch: pytest.MonkeyPatch, 
 def test_unknown_weights_source_is_explained(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert cli.main(["report", str(chest_like_png(tmp_path / "e.png")), "--weights", "org/none"]) == 2
     assert "org/none" in capsys.readouterr().err
+
+
+def _rejecting_weights(folder: Path) -> Path:
+    """The tiny model with an input checker that calls every image "not a radiograph"."""
+    import dataclasses
+
+    import torch
+
+    from crrg.input_check import InputCheckConfig, InputChecker
+
+    model = tiny_model()
+    config = InputCheckConfig(feature_dim=model.config.clip.embed_dim + 29 + 8, hidden_dim=0, threshold=0.5)
+    checker = InputChecker(config)
+    with torch.no_grad():
+        checker.mlp.weight.zero_()
+        checker.mlp.bias.copy_(torch.tensor([-5.0, 0.0, 0.0, 5.0]))
+    model.config = dataclasses.replace(model.config, input_check=config)
+    model.input_check = checker
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_rejected_images_get_an_error_line_and_force_reports_them(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    from crrg.input_check import REASONS
+
+    weights = _rejecting_weights(tmp_path / "w")
+    scans = tmp_path / "upload" / "scans"
+    scans.mkdir(parents=True)
+    images = [chest_like_png(scans / f"{i}.png", seed=i) for i in range(2)]
+    code = cli.main(["report", *map(str, images), "--weights", str(weights), "--json"])
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert code == 1 and len(lines) == 2  # both tried, both rejected
+    for line, image in zip(lines, images):
+        assert set(line) == {"image", "error", "input_check", "disclaimer"} and "report" not in line
+        assert line["input_check"] == {"ok": False, "score": pytest.approx(line["input_check"]["score"]),
+                                       "reason": REASONS["not_radiograph"]}
+        assert line["input_check"]["score"] < 0.5
+        assert f"error: {image.name}: " in captured.err
+    assert str(scans) not in captured.err  # base names only on stderr
+
+    code = cli.main(["report", *map(str, images), "--weights", str(weights), "--json", "--force"])
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert code == 0 and len(lines) == 2
+    assert all("report" in line and "error" not in line and line["input_check"]["ok"] is False for line in lines)
+    assert "warning: 0.png: reported anyway (--force)" in captured.err
+
+    cli.main(["report", str(images[0]), "--weights", str(weights), "--force"])  # human output warns
+    assert "WARNING (input check" in capsys.readouterr().out
+
+
+def test_a_model_without_an_input_check_reports_as_before(tmp_path: Path, weights: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    image = chest_like_png(tmp_path / "f.png")
+    assert cli.main(["report", str(image), "--weights", str(weights), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["input_check"] is None and "error" not in line and "report" in line

@@ -97,3 +97,27 @@ def test_a_real_image_round_trips_through_png(pipe: Pipeline, test_images: dict,
         assert (ra.box is None) == (rb.box is None)
         if ra.box is not None:
             assert _iou(ra.box, list(rb.box)) > 0.95, ra.name
+
+
+def test_every_sentence_carries_evidence_and_names_only_supported_locations(
+        pipe: Pipeline, test_images: dict, data_dir: Path) -> None:
+    from crrg.locations import is_supported
+    from train.validate_measurements import jsrt_reference
+
+    images = [r for kind in ("jsrt", "pneumonia", "normal") for r in test_images[kind]]
+    results = pipe.batch([data_dir / r["image"] for r in images], prompts=[])
+    for record, result in zip(images, results):
+        assert result.input_check is not None and result.input_check.ok, result.input_check
+        assert result.report == " ".join(s.text for s in result.sentences)
+        for s in result.sentences:
+            assert is_supported(s.text, s.regions, s.evidence.kind), s
+            if s.evidence.kind == "image":
+                assert s.regions == () and s.evidence.probability is not None
+            if s.evidence.kind == "measurement":
+                assert s.evidence.value == pytest.approx(result.measurements["cardiothoracic_ratio"])
+        if record["source"] == "jsrt_scr":  # the CTR from boxes against the SCR masks' ratio
+            truth = jsrt_reference(data_dir / "jsrt_scr", Path(record["image"]).stem)["ctr"]
+            assert abs(result.measurements["cardiothoracic_ratio"] - truth) < 0.06
+    pneumonia = [r for r, rec in zip(results, images) if rec in test_images["pneumonia"]]
+    assert sum(any(s.finding == "pneumonia" and s.evidence.kind == "image" for s in r.sentences)
+               for r in pneumonia) >= PER_CLASS - 2

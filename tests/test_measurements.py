@@ -42,13 +42,13 @@ def test_widths_are_the_two_measured_segments() -> None:
 
 
 def test_mask_ratio_matches_the_mask_backed_boxes(data_dir) -> None:
-    from train.validate_measurements import jsrt_mask_ratio
+    from train.validate_measurements import jsrt_reference
 
     images = sorted((data_dir / "jsrt_scr" / "images").glob("*.jpg"))[:3]
     for path in images:
         from crrg.data.readers.jsrt import read_one
 
         record = read_one(data_dir / "jsrt_scr", f"images/{path.name}", 0)
-        ratio = jsrt_mask_ratio(data_dir / "jsrt_scr", path.stem)
+        ratio = jsrt_reference(data_dir / "jsrt_scr", path.stem)["ctr"]
         assert 0.3 < ratio < 0.7
         assert cardiothoracic_ratio(record.boxes) == pytest.approx(ratio, abs=0.01)

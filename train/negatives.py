@@ -3,12 +3,16 @@ check (``train.train_input_check``). Every generator returns a grayscale or RGB 
 its kind; :data:`KINDS` maps each kind to the checker class it should get.
 
 - ``natural``: the photos and pictures matplotlib ships (Grace Hopper, logos), random crops of them;
+- ``photo``: the colour photographs scikit-learn ships (``load_sample_images``), random crops;
 - ``mri``: matplotlib's MRI brain slice (``s1045.ima.gz``) and its elevation maps (``topobathy``);
 - ``noise``: uniform, Gaussian, salt-and-pepper noise; ``smooth``: blurred noise, gradients;
 - ``pattern``: stripes, checkerboards, circles; ``text``: rendered text pages and charts;
 - ``crop``: small crops of a radiograph's corners that hold no chest;
 - ``rotated``: radiographs turned 90, 180 or 270 degrees; ``inverted``: radiographs with the grey
   scale flipped (how a mishandled MONOCHROME1 DICOM looks).
+
+Positives come from real radiographs: :func:`resized` (longest side 224..2048 px) and
+:func:`varied` (contrast, borders, burnt-in marks, tilt, crop, blur, JPEG: other hospitals' films).
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 KINDS: dict[str, str] = {
-    "natural": "not_radiograph", "mri": "not_radiograph", "noise": "not_radiograph",
+    "natural": "not_radiograph", "photo": "not_radiograph", "mri": "not_radiograph", "noise": "not_radiograph",
     "smooth": "not_radiograph", "pattern": "not_radiograph", "text": "not_radiograph",
     "crop": "not_radiograph", "rotated": "rotated", "inverted": "inverted",
 }
-SYNTHETIC = ("natural", "mri", "noise", "smooth", "pattern", "text")
+SYNTHETIC = ("natural", "photo", "mri", "noise", "smooth", "pattern", "text")
 FROM_RADIOGRAPH = ("crop", "rotated", "inverted")
 
 
@@ -52,6 +56,21 @@ def natural(rng: random.Random) -> Image.Image:
     image = image.crop((x, y, x + cw, y + ch))
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)
+    return image.resize((_size(rng), _size(rng)))
+
+
+def photo(rng: random.Random) -> Image.Image:
+    """Colour photographs scikit-learn ships (``load_sample_images``: a temple, a flower), cropped."""
+    from sklearn.datasets import load_sample_images
+
+    pictures = load_sample_images().images
+    data = pictures[rng.randrange(len(pictures))]
+    h, w = data.shape[:2]
+    ch, cw = int(h * rng.uniform(0.3, 1.0)), int(w * rng.uniform(0.3, 1.0))
+    y, x = rng.randint(0, h - ch), rng.randint(0, w - cw)
+    image = Image.fromarray(data[y:y + ch, x:x + cw])
+    if rng.random() < 0.3:
+        image = image.convert("L")
     return image.resize((_size(rng), _size(rng)))
 
 
@@ -167,9 +186,46 @@ def inverted(radiograph: Image.Image, rng: random.Random) -> Image.Image:
 
 
 GENERATORS: dict[str, Callable[[random.Random], Image.Image]] = {
-    "natural": natural, "mri": mri, "noise": noise, "smooth": smooth, "pattern": pattern, "text": text}
+    "natural": natural, "photo": photo, "mri": mri, "noise": noise, "smooth": smooth, "pattern": pattern, "text": text}
 FROM: dict[str, Callable[[Image.Image, random.Random], Image.Image]] = {
     "crop": crop, "rotated": rotated, "inverted": inverted}
+
+
+def varied(radiograph: Image.Image, rng: random.Random) -> Image.Image:
+    """A real radiograph as another hospital might send it (still a positive): gamma and contrast,
+    black letterbox borders, a burnt-in side marker or text line, a small tilt, a tighter crop,
+    blur, and JPEG re-encoding, each with some probability."""
+    image = radiograph.convert("L")
+    w, h = image.size
+    if rng.random() < 0.5:  # tighter field of view
+        f = rng.uniform(0.8, 0.95)
+        x, y = rng.randint(0, int(w * (1 - f))), rng.randint(0, int(h * (1 - f)))
+        image = image.crop((x, y, x + int(w * f), y + int(h * f)))
+    if rng.random() < 0.6:  # gamma and contrast
+        gamma, lo, hi = rng.uniform(0.6, 1.6), rng.uniform(0, 40), rng.uniform(215, 255)
+        lut = [int(lo + (hi - lo) * (i / 255) ** gamma) for i in range(256)]
+        image = image.point(lut)
+    if rng.random() < 0.3:
+        image = image.rotate(rng.uniform(-8, 8), resample=Image.BILINEAR, fillcolor=0)
+    if rng.random() < 0.4:  # letterbox / pad borders
+        w, h = image.size
+        pad = [int(v * rng.uniform(0, 0.15)) for v in (w, h, w, h)]
+        canvas = Image.new("L", (w + pad[0] + pad[2], h + pad[1] + pad[3]), rng.choice((0, 0, 20, 255)))
+        canvas.paste(image, (pad[0], pad[1]))
+        image = canvas
+    if rng.random() < 0.5:  # burnt-in marks
+        draw = ImageDraw.Draw(image)
+        w, h = image.size
+        for _ in range(rng.randint(1, 3)):
+            mark = rng.choice(("L", "R", "PA", "AP", "PORTABLE", "SUPINE", "12:04", "ERECT"))
+            draw.text((rng.randint(0, max(1, w - 60)), rng.randint(0, max(1, h - 20))), mark,
+                      fill=rng.choice((0, 255)))
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=rng.randint(40, 95))
+    buf.seek(0)
+    return Image.open(buf).convert("L")
 
 
 def resized(radiograph: Image.Image, side: int) -> Image.Image:
