@@ -91,7 +91,9 @@ def heart_size(ratio: float, view: str | None = None) -> Measured:
         if enlarged:
             return Measured("cardiothoracic_ratio", ratio, f"The heart is enlarged ({value}).", "cardiomegaly")
         return Measured("cardiothoracic_ratio", ratio, f"The heart size is normal ({value}).", None)
-    caveat = "an AP view magnifies the heart" if view == "AP" else "the view is not known and an AP view magnifies the heart"
+    caveat = "an AP view magnifies the heart"
+    if view != "AP":
+        caveat = f"the view is not known and {caveat}"
     if enlarged:  # not called cardiomegaly: the magnification may explain it
         return Measured("cardiothoracic_ratio", ratio,
                         f"The cardiac silhouette measures above half the thoracic width ({value}), but {caveat}.",

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from crrg.calibration import apply_torch
 from crrg.findings import pooled_inputs
 from crrg.grounding import ImageEvidence, compose, measurement_sentence
 from crrg.images import load_image, preprocess
@@ -233,20 +234,15 @@ class Pipeline:
     def _zero_shot_calibrated(self, probs: torch.Tensor) -> torch.Tensor:
         """Zero-shot softmax probabilities with the validation-fitted temperature on their logit
         (the positive-minus-negative prompt logit); unchanged without one."""
-        temperature = (self.config.calibration.get("zero_shot") or {}).get("temperature")
-        if not temperature:
+        params = self.config.calibration.get("zero_shot")
+        if not params:
             return probs
-        return torch.sigmoid(torch.logit(probs.clamp(1e-6, 1 - 1e-6)) / temperature)
+        return apply_torch(params, torch.logit(probs.clamp(1e-6, 1 - 1e-6)))
 
     def _calibrated(self, name: str, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities from logits through the model's calibration for ``name`` (Platt
-        ``a * logit + b`` or a ``temperature``; none: a plain sigmoid). -inf logits give 0."""
-        params = self.config.calibration.get(name) or {}
-        if "temperature" in params:
-            logits = logits / params["temperature"]
-        elif "a" in params:
-            logits = torch.where(torch.isfinite(logits), params["a"] * logits + params["b"], logits)
-        return torch.sigmoid(logits)
+        """Probabilities from logits through the model's calibration for ``name``
+        (:mod:`crrg.calibration`: Platt or temperature; none: a plain sigmoid). -inf gives 0."""
+        return apply_torch(self.config.calibration.get(name), logits)
 
     def _compose(self, found: _Regions, b: int, geometry: Any, written: dict[str, str],
                  view: str | None = None) -> tuple[Any, dict[str, float | None]]:

@@ -144,9 +144,14 @@ def test_sentence_matcher_follows_status_and_findings() -> None:
     with_device = {"no finding": 1, "support devices": 1}
     assert matcher.candidates("cardiac silhouette", "normal", with_device) == ["Pacemaker in place."]
     drawn = loose.sample(pneumonia, random.Random(0))
-    assert drawn[REGIONS.index("right lung")] == "Right lung opacity."
+    # image labels do not locate the pneumonia: a sentence that names a side is never a target,
+    # and nothing is borrowed from the other side
+    assert drawn[REGIONS.index("right lung")] is None
     assert drawn[REGIONS.index("cardiac silhouette")] is None  # unknown status -> skipped
-    assert drawn[REGIONS.index("left lung")] == "Right lung opacity."  # borrowed from the other side
+    assert drawn[REGIONS.index("left lung")] is None
+    localised = loose.sample(pneumonia | {"region_abnormal": {"right lung": True}}, random.Random(0))
+    assert localised[REGIONS.index("right lung")] == "Right lung opacity."  # the source locates it
+    assert localised[REGIONS.index("left lung")] is None
     assert matcher.has_any(normal) and not matcher.has_any({"labels": {}, "region_status": {}})
     assert not matcher.has_any(pneumonia)
 
@@ -162,11 +167,14 @@ def test_sentence_matcher_names_the_image_finding() -> None:
     bacterial = {"pneumonia": 1, "covid-19": 0, "no finding": 0}
     covid = {"covid-19": 1, "no finding": 0}  # pneumonia not given: COVID-19 is named by "pneumonia"
     assert matcher.candidates("right lower lung zone", "abnormal", bacterial) == ["Right lower lobe pneumonia."]
-    # same side first, then either side; a COVID-19 sentence never for a non-COVID pneumonia
-    assert matcher.candidates("right lung", "abnormal", bacterial) == ["Right lower lobe pneumonia."]
-    assert matcher.candidates("left lung", "abnormal", bacterial) == ["Right lower lobe pneumonia."]
+    # a region's own sentences only (never borrowed); a COVID-19 sentence never for a non-COVID pneumonia
+    assert matcher.candidates("right lung", "abnormal", bacterial) == []
+    assert matcher.candidates("left lung", "abnormal", bacterial) == []
     assert matcher.candidates("left lung", "abnormal", covid) == ["Opacities typical of COVID-19."]
-    assert matcher.candidates("right lung", "abnormal", covid) == ["Right lower lobe pneumonia."]
+    assert matcher.candidates("right lung", "abnormal", covid) == []
+    # known from image labels only: kept when it names no location, dropped when it names one
+    assert matcher.candidates("left lung", "abnormal", covid, localised=False) == ["Opacities typical of COVID-19."]
+    assert matcher.candidates("right lower lung zone", "abnormal", bacterial, localised=False) == []
     assert matcher.candidates("cardiac silhouette", "abnormal", covid) == []  # not a lung region
     nodule = {"nodule": 1, "lung lesion": 1, "no finding": 0}
     assert matcher.candidates("right lung", "abnormal", nodule) == ["Nodule in the right lung."]

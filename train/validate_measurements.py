@@ -51,7 +51,8 @@ CANDIDATES = ("tracheal_deviation", "upper_mediastinal_ratio")
 
 @dataclass
 class Case:
-    """One image: its split, reference values from masks, silver boxes and predicted values."""
+    """One image (``key``: its path under the data root): its split, reference values from masks,
+    and the values from its silver boxes and from the detector's boxes."""
 
     key: str
     source: str
@@ -164,7 +165,8 @@ def read_cases(data: Path, split: str) -> list[Case]:
             continue
         path = Path(r.image).resolve()
         ref = jsrt_reference(data / "jsrt_scr", path.stem) if r.source == "jsrt_scr" else anatomy[path.as_posix()]
-        cases.append(Case(r.key, r.source, path, splits[r.key], ref, box_values(dict(r.boxes))))
+        key = path.relative_to(data).as_posix() if path.is_relative_to(data) else path.as_posix()
+        cases.append(Case(key, r.source, path, splits[r.key], ref, box_values(dict(r.boxes))))
     return cases
 
 
@@ -241,7 +243,8 @@ def write_per_image(cases: list[Case], path: Path) -> None:
     keys = ("ctr", *CANDIDATES)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["key", "source", "split", *(f"{k}_{w}" for k in keys for w in ("reference", "silver", "detector"))])
+        kinds = ("reference", "silver", "detector")
+        writer.writerow(["key", "source", "split", *(f"{k}_{w}" for k in keys for w in kinds)])
         for c in cases:
             values = [v for k in keys for v in (c.reference.get(k), c.silver.get(k), c.predicted.get(k))]
             writer.writerow([c.key, c.source, c.split, *("" if v is None else f"{v:.4f}" for v in values)])
