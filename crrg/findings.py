@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
+from crrg.regions import NUM_REGIONS, REGION_INDEX
 
 REGION_FINDINGS: tuple[str, ...] = ("nodule", "opacity", "support device")
 LUNG_ZONES: tuple[str, ...] = tuple(
@@ -126,7 +126,3 @@ class GroundingConfig:
     #: models whose abnormality head learned region-level truth for every region it reports
     #: (paired MIMIC-CXR + Chest ImaGenome training); the open-data default model keeps it off
     decoder_findings: bool = False
-
-
-def region_names(indices: list[int]) -> tuple[str, ...]:
-    return tuple(REGIONS[i] for i in sorted(indices))

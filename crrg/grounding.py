@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from crrg.findings import FINDING_REGIONS, POOL_REGIONS
 from crrg.locations import named_locations, region_side, unsupported_locations
+from crrg.measurements import Measured
 from crrg.regions import REGION_INDEX, REGIONS
 from crrg.report import assemble_report, normalize_sentence
 from crrg.types import Evidence, Sentence
@@ -73,14 +74,11 @@ class Composed:
         return " ".join(s.text for s in self.sentences)
 
 
-MEASURED_REGIONS: tuple[str, ...] = ("cardiac silhouette", "right lung", "left lung")
-
-
-def measurement_sentence(measured: object, regions: Sequence[str] = MEASURED_REGIONS) -> Sentence:
-    """A measured finding (``text``, ``finding``, ``value``, e.g. the heart size from the CTR,
-    :mod:`crrg.measurements`) as a sentence with ``measurement`` evidence for the measured regions."""
-    return Sentence(measured.text, tuple(regions), measured.finding,  # type: ignore[attr-defined]
-                    Evidence("measurement", value=float(measured.value)))  # type: ignore[attr-defined]
+def measurement_sentence(measured: Measured) -> Sentence:
+    """A measured finding (:class:`crrg.measurements.Measured`, e.g. the heart size from the CTR)
+    as a sentence with ``measurement`` evidence for the regions it was measured on."""
+    return Sentence(measured.text, measured.regions, measured.finding,
+                    Evidence("measurement", value=float(measured.value)))
 
 
 def join_regions(names: Sequence[str]) -> str:

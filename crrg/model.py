@@ -162,8 +162,9 @@ class CRRGModel(
     def num_parameters(self) -> dict[str, int]:
         parts = {"detector": self.detector, "selection": self.selection,
                  "abnormality": self.abnormality, "decoder": self.decoder, "clip": self.clip}
-        if self.fusion is not None:
-            parts["fusion"] = self.fusion
+        for name in ("fusion", "findings", "image_findings", "input_check"):
+            if getattr(self, name) is not None:
+                parts[name] = getattr(self, name)
         return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
 
     def save_pretrained(self, save_directory: str | Path, *,  # type: ignore[override]

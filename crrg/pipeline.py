@@ -169,7 +169,9 @@ class Pipeline:
             written: list[dict[str, str]] = [{} for _ in prepared]
             for (b, r), text in zip(index.tolist(), texts):
                 written[b][REGIONS[r]] = text
-            composed = [self._compose(found, b, p.geometry, written[b], p.view) for b, p in enumerate(prepared)]
+            original = [torch.as_tensor(p.geometry.to_original(found.boxes[b].cpu())).tolist()
+                        for b, p in enumerate(prepared)]  # [B][29][4] boxes in original pixels
+            composed = [self._compose(found, b, original[b], written[b], p.view) for b, p in enumerate(prepared)]
         labels, label_regions = self._labels(batch, found, prompts, timer)
         shared = {name: seconds / count for name, seconds in timer.times.items()}
         results = []
@@ -178,7 +180,7 @@ class Pipeline:
             times["total"] = sum(times.values())
             results.append(ReportResult(
                 image=item.source, width=item.width, height=item.height,
-                regions=self._region_results(found, b, item.geometry, chosen[b], written[b]),
+                regions=self._region_results(found, b, original[b], chosen[b], written[b]),
                 report=composed[b][0].report, labels=labels[b], label_regions=label_regions[b],
                 box_sentence=box_sentences[b], timings=times, sentences=composed[b][0].sentences,
                 measurements=composed[b][1],
@@ -199,8 +201,9 @@ class Pipeline:
     def _detect(self, batch: torch.Tensor) -> _Regions:
         out = self.model.detector.infer(batch, backbone_batch=self.backbone_batch)
         embedding = None
-        if self.model.fusion is not None:
-            embedding = torch.cat([self.model.clip.encode_image(chunk) for chunk in batch.split(self.backbone_batch or len(batch))])
+        m = self.model
+        if m.fusion is not None or m.image_findings is not None or m.input_check is not None:
+            embedding = torch.cat([m.clip.encode_image(chunk) for chunk in batch.split(self.backbone_batch or len(batch))])
         fused = self.model.region_features(batch, out.features, embedding)  # [B, 29, D]
         selection = torch.sigmoid(self.model.selection(fused))  # [B, 29]
         abnormal = self._calibrated("abnormality", self.model.abnormality(fused))  # [B, 29]
@@ -213,16 +216,12 @@ class Pipeline:
                                     for j, name in enumerate(self.model.findings.config.findings)], dim=-1)
             findings = findings * out.detected[..., None]
         if self.model.image_findings is not None:
-            if embedding is None:
-                embedding = self.model.clip.encode_image(batch)
             head = self.model.image_findings
             logits = head(pooled_inputs(head.config.inputs, embedding, fused, crops, out.detected))
             image = torch.stack([self._calibrated(f"image.{name}", logits[:, j])
                                  for j, name in enumerate(head.config.findings)], dim=-1)  # [B, F']
         checks = None
         if self.model.input_check is not None:
-            if embedding is None:
-                embedding = self.model.clip.encode_image(batch)
             checks = self.model.input_check.check(input_features(embedding, out.scores, batch))
         return _Regions(
             boxes=out.boxes, scores=out.scores, detected=out.detected, features=fused,
@@ -244,10 +243,10 @@ class Pipeline:
         (:mod:`crrg.calibration`: Platt or temperature; none: a plain sigmoid). -inf gives 0."""
         return apply_torch(self.config.calibration.get(name), logits)
 
-    def _compose(self, found: _Regions, b: int, geometry: Any, written: dict[str, str],
+    def _compose(self, found: _Regions, b: int, boxes: list[list[float]], written: dict[str, str],
                  view: str | None = None) -> tuple[Any, dict[str, float | None]]:
-        """(:class:`crrg.grounding.Composed`, measurements) of image ``b``."""
-        boxes = torch.as_tensor(geometry.to_original(found.boxes[b].cpu())).tolist()
+        """(:class:`crrg.grounding.Composed`, measurements) of image ``b`` (``boxes``: its 29 boxes
+        in original pixels)."""
         detected = found.detected[b].tolist()
         named = {name: (boxes[i] if detected[i] else None) for i, name in enumerate(REGIONS)}
         ratio = cardiothoracic_ratio(named)
@@ -317,9 +316,8 @@ class Pipeline:
                                 for i, label in enumerate(labels)})
         return out_probs, out_regions
 
-    def _region_results(self, found: _Regions, b: int, geometry: Any, chosen: torch.Tensor,
+    def _region_results(self, found: _Regions, b: int, boxes: list[list[float]], chosen: torch.Tensor,
                         written: dict[str, str]) -> tuple[RegionResult, ...]:
-        boxes = torch.as_tensor(geometry.to_original(found.boxes[b].cpu())).tolist()
         detected, scores = found.detected[b].tolist(), found.scores[b].tolist()
         selection, abnormal, chosen_ = found.selection[b].tolist(), found.abnormal[b].tolist(), chosen.tolist()
         results = []

@@ -12,6 +12,7 @@ from crrg.data.overlap import box_mask, region_overlap_labels
 from crrg.findings import LUNG_ZONES, REGION_FINDINGS
 from crrg.grounding import ImageEvidence, compose, measurement_sentence
 from crrg.locations import is_supported, named_locations, unsupported_locations
+from crrg.measurements import Measured
 from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
 from crrg.types import Evidence, Sentence
 
@@ -111,15 +112,14 @@ def test_normal_statement_cites_its_region_and_a_flagged_region_gets_none() -> N
     assert out.sentences[0].evidence == Evidence("region", probability=pytest.approx(0.9))
 
 
-class _Measured:
-    text, finding, value = "The heart size is normal (cardiothoracic ratio 0.45).", None, 0.45
+_MEASURED = Measured("cardiothoracic_ratio", 0.45, "The heart size is normal (cardiothoracic ratio 0.45).", None)
 
 
 def test_measurement_sentence_replaces_the_decoder_heart_sentence() -> None:
     ev = _evidence(generated={"cardiac silhouette": "The heart is normal in size."},
-                   measurements=[measurement_sentence(_Measured())])
+                   measurements=[measurement_sentence(_MEASURED)])
     out = compose(ev)
-    assert [s.text for s in out.sentences] == [_Measured.text]
+    assert [s.text for s in out.sentences] == [_MEASURED.text]
     assert out.sentences[0].evidence == Evidence("measurement", value=0.45)
 
 

@@ -149,7 +149,7 @@ def test_leave_one_source_out_never_trains_or_thresholds_on_the_held_out_source(
     monkeypatch.setattr(th, "train_image_head", spy)
     monkeypatch.setattr(th, "ImageFindingsConfig",
                         lambda inputs: ImageFindingsConfig(embed_dim=8, feature_dim=4, inputs=inputs))
-    out = th.loso(data, ("embedding",), False, "test")
+    out = th.loso(data, ("embedding",), False)["test"]
     assert [held for held in th.LOSO_SOURCES] == [k for k in out if k != "mean_balanced_accuracy"]
     for held, (train_sources, val_sources) in zip(th.LOSO_SOURCES, seen):
         assert held not in train_sources and held not in val_sources

@@ -57,14 +57,11 @@ def attach_heads(model: CRRGModel, folder: Path) -> None:
 
 
 def attach_input_check(model: CRRGModel, folder: Path) -> None:
-    from crrg.input_check import InputCheckConfig, InputChecker
-    from safetensors.torch import load_file
+    from crrg.input_check import load_checker
 
-    config = from_dict(InputCheckConfig, json.loads((folder / "config.json").read_text()))
-    checker = InputChecker(config)
-    checker.load_state_dict(load_file(str(folder / "input_check.safetensors")))
-    model.config = dataclasses.replace(model.config, input_check=config)
-    model.input_check = checker.float()
+    checker = load_checker(folder)
+    model.config = dataclasses.replace(model.config, input_check=checker.config)
+    model.input_check = checker
 
 
 def assemble(base: Path, clip: Path | None, out: Path, variant: str | None = None,

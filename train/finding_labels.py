@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from crrg.data.overlap import box_mask, region_overlap_labels
@@ -172,8 +171,3 @@ class FindingLabeler:
         if image.get("text_kind") == "clinical_notes" and "opacity" in self.findings:
             self._set(target, known, "opacity", {z: 1 for z in note_zones(image.get("text"))})
         return target, known
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        return image.size

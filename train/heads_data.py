@@ -18,8 +18,8 @@ from crrg.findings import REGION_FINDINGS
 from crrg.regions import REGION_INDEX
 from train.datasets import Prepared
 from train.finding_labels import FindingLabeler
+from train.prepare import LUNG_DISEASE
 
-LUNG_DISEASE = ("pneumonia", "covid-19", "lung opacity", "consolidation")
 PATHOLOGY = ("nodule", "opacity")  # region findings that make a region abnormal
 
 
@@ -85,8 +85,8 @@ def build(prepared: Prepared, features: dict[str, dict[str, Any]],
         if normal:
             ak = torch.ones_like(ak)
         for region, value in (row.get("region_abnormal") or {}).items():
-            a[REGION_INDEX[region]] = float(bool(value)) if not a[REGION_INDEX[region]] else 1.0
-            ak[REGION_INDEX[region]] = True
+            i = REGION_INDEX[region]
+            a[i], ak[i] = max(float(a[i]), float(bool(value))), True
         abn.append(a)
         abn_known.append(ak)
         y = image_target(row)

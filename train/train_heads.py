@@ -102,18 +102,23 @@ def image_probs(head: ImageFindings, data: HeadData, idx: torch.Tensor) -> np.nd
         return torch.sigmoid(head(image_inputs(data, head.config.inputs)[idx]))[:, 0].numpy()
 
 
-def loso(data: HeadData, inputs: tuple[str, ...], balance: bool, split: str) -> dict[str, Any]:
-    out = {}
+def loso(data: HeadData, inputs: tuple[str, ...], balance: bool, splits: Sequence[str] = ("val", "test")
+         ) -> dict[str, dict[str, Any]]:
+    """{split: {held-out source: scores, "mean_balanced_accuracy"}}: one head per held-out source,
+    trained and thresholded without it, scored on each of its ``splits``."""
+    out: dict[str, dict[str, Any]] = {split: {} for split in splits}
     for held in LOSO_SOURCES:
         train = data.index("train", exclude={held})
         val = data.index("val", exclude={held})
         head, threshold = train_image_head(data, inputs, train, val, balance)
-        test = data.index(split, sources={held})
-        test = test[data.image_known[test]]
-        out[held] = {"threshold": threshold,
-                     **binary_scores(data.image[test].numpy(), image_probs(head, data, test), threshold)}
-    vals = [v["balanced_accuracy"] for v in out.values() if v.get("balanced_accuracy") is not None]
-    out["mean_balanced_accuracy"] = float(np.mean(vals)) if vals else None
+        for split in splits:
+            test = data.index(split, sources={held})
+            test = test[data.image_known[test]]
+            out[split][held] = {"threshold": threshold, **binary_scores(
+                data.image[test].numpy(), image_probs(head, data, test), threshold)}
+    for scores in out.values():
+        vals = [v["balanced_accuracy"] for v in scores.values() if v.get("balanced_accuracy") is not None]
+        scores["mean_balanced_accuracy"] = float(np.mean(vals)) if vals else None
     return out
 
 
@@ -207,7 +212,7 @@ def zero_shot_truth(data: HeadData, idx: torch.Tensor, label: str) -> tuple[torc
     return torch.tensor(keep, dtype=torch.long), np.array(y)
 
 
-def calibrate(name: str, val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+def calibrate(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
               method: str = "platt") -> tuple[dict[str, float], dict[str, Any]]:
     """Fit on validation logits/labels, report the test ECE before and after."""
     params = fit_platt(*val) if method == "platt" else fit_temperature(*val)
@@ -254,8 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             for augmented in (False, True) if combined is not None else (False,):
                 key = f"{name}{'+balanced' if balance else ''}{'+augmented' if augmented else ''}"
                 source = combined if augmented else data
-                variants[key] = {"val": loso(source, inputs, balance, "val"),
-                                 "test": loso(source, inputs, balance, "test")}
+                variants[key] = loso(source, inputs, balance)
                 logger.info("%s: val %.3f test %.3f", key, variants[key]["val"]["mean_balanced_accuracy"],
                             variants[key]["test"]["mean_balanced_accuracy"])
     chosen = max(variants, key=lambda k: variants[k]["val"]["mean_balanced_accuracy"] or 0.0)
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         image_logits = head(x)[:, 0]
     v, t = val[data.image_known[val]], test[data.image_known[test]]
     calibration["image.pneumonia"], ece["image.pneumonia"] = calibrate(
-        "image.pneumonia", (image_logits[v].numpy(), data.image[v].numpy()),
+        (image_logits[v].numpy(), data.image[v].numpy()),
         (image_logits[t].numpy(), data.image[t].numpy()))
     p_val = apply(calibration["image.pneumonia"], image_logits[v].numpy())
     threshold = youden_threshold(data.image[v].numpy(), p_val)  # pooled over the sources
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     for j, finding in enumerate(REGION_FINDINGS):
         key = f"findings.{finding}"
         calibration[key], ece[key] = calibrate(
-            key, _known_logits(logits[val, :, j], data.findings[val, :, j], known[val, :, j]),
+            _known_logits(logits[val, :, j], data.findings[val, :, j], known[val, :, j]),
             _known_logits(logits[test, :, j], data.findings[test, :, j], known[test, :, j]))
         probs = apply(calibration[key], logits[val, :, j].numpy())
         probs = np.where(np.isfinite(logits[val, :, j].numpy()), probs, 0.0)
@@ -308,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         abn_logits = abnormality(data.fused)
     abn_known = data.abnormal_known & data.detected
     calibration["abnormality"], ece["abnormality"] = calibrate(
-        "abnormality", _known_logits(abn_logits[val], data.abnormal[val], abn_known[val]),
+        _known_logits(abn_logits[val], data.abnormal[val], abn_known[val]),
         _known_logits(abn_logits[test], data.abnormal[test], abn_known[test]))
 
     # zero-shot labels: one temperature for every prompt (user prompts are arbitrary)
