@@ -1,0 +1,66 @@
+"""Training-side pieces of the grounding run: the source-cue augmentation, the image selection of
+the feature cache, and the metrics merge that feeds the model card."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from PIL import Image
+
+from train.merge_metrics import merge
+from train.source_augment import STEPS, erase_source_cues
+
+
+def _radiograph() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray((rng.random((200, 160)) * 255).astype(np.uint8))
+
+
+def test_source_augmentation_is_seeded_and_identity_at_p0() -> None:
+    image = _radiograph()
+    assert np.array_equal(np.asarray(erase_source_cues(image, random.Random(1), p=0.0)), np.asarray(image))
+    a = erase_source_cues(image, random.Random("x"), p=1.0)
+    b = erase_source_cues(image, random.Random("x"), p=1.0)
+    assert a.mode == "L" and np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a.resize(image.size)), np.asarray(image))
+    for step in STEPS:  # every step keeps a usable grayscale image
+        out = step(image, random.Random(3))
+        assert out.mode == "L" and min(out.size) >= 100
+
+
+def test_cache_selection_caps_only_large_train_groups() -> None:
+    from train.region_features import select_images
+
+    rows = [{"image": f"kermany_pneumonia/{i}.jpg", "source": "kermany_pneumonia", "split": "train",
+             "abnormal": i % 2 == 0} for i in range(20)]
+    rows += [{"image": f"kermany_pneumonia/t{i}.jpg", "source": "kermany_pneumonia", "split": "test",
+              "abnormal": True} for i in range(7)]
+    rows += [{"image": f"jsrt_scr/{i}.jpg", "source": "jsrt_scr", "split": "train", "abnormal": False}
+             for i in range(9)]
+
+    class _Prepared:
+        def images(self, split):
+            return rows
+
+    chosen = select_images(_Prepared(), cap=3)
+    by = {(r["source"], r["split"], r["abnormal"]) for r in chosen}
+    counts = {key: sum((r["source"], r["split"], r["abnormal"]) == key for r in chosen) for key in by}
+    assert counts[("kermany_pneumonia", "train", True)] == 3 and counts[("kermany_pneumonia", "train", False)] == 3
+    assert counts[("kermany_pneumonia", "test", True)] == 7 and counts[("jsrt_scr", "train", False)] == 9
+    assert chosen == select_images(_Prepared(), cap=3)  # deterministic
+
+
+def test_merge_puts_every_section_where_the_card_reads_it() -> None:
+    loso = {"covid_radiography": {"sensitivity": 0.8}, "mean_balanced_accuracy": 0.9}
+    heads = {"image_level": {"chosen": "both", "threshold": 0.6, "loso": loso, "per_source": {"x": {}},
+                             "variants": {"both": {"val": {"mean_balanced_accuracy": 0.91}, "test": loso}}},
+             "calibration": {"abnormality": {"ece_before": 0.1, "ece_after": 0.01}},
+             "region_findings": {"thresholds": {"nodule": 0.3}}, "zero_shot_by_source": {}}
+    measured = {"test": {"both": {"detector": {"mae": 0.02}}}}
+    out = merge({"split": "test"}, heads, None, {"test": {"negatives_flagged": 1.0}}, measured)
+    assert out["cross_source"]["loso"] == loso and out["cross_source"]["chosen"] == "both"
+    assert out["cross_source"]["variants"]["both"]["val_mean_balanced_accuracy"] == 0.91
+    assert out["measurements"]["cardiothoracic_ratio"]["mae"] == 0.02
+    assert out["input_check"]["test"]["negatives_flagged"] == 1.0
+    assert out["calibration"]["abnormality"]["ece_after"] == 0.01
