@@ -41,6 +41,11 @@ def check_outputs(out: Path, data: Path) -> dict[str, list[dict]]:
         assert set(line["region_status"].values()) <= {"normal", "abnormal", "unknown"}
     splits = {line["split"] for name in files for line in files[name]}
     assert splits <= {"train", "val", "test", "excluded"}
+    parts: dict[tuple[str, str], set[str]] = {}
+    for line in files["images"]:  # patient-disjoint within each source ("excluded" is never used)
+        if line["split"] != "excluded":
+            parts.setdefault((line["source"], line["patient"]), set()).add(line["split"])
+    assert all(len(p) == 1 for p in parts.values())
     return files
 
 
@@ -76,6 +81,16 @@ def test_prepare_on_fixture_data(tmp_path):
     assert sorted(p.name for p in (out / "preview").glob("*.png")) == [
         "covid_anatomy_1.png", "covid_lung_boxes_1.png", "jsrt_scr_1.png", "mimic_cxr_1.png"]
     assert "records per source" in (out / "summary.txt").read_text()
+    nih_normal, nih_pneumonia = images["90000001_000.jpg"], images["90000001_001.jpg"]
+    assert nih_normal["abnormal"] is False and set(nih_normal["region_status"].values()) == {"normal"}
+    assert nih_normal["labels"]["cardiomegaly"] == 0 and "fracture" not in nih_normal["labels"]
+    assert nih_pneumonia["split"] == nih_normal["split"]  # one patient, one split
+    assert all(nih_pneumonia["region_status"][r] == "abnormal" for r in LUNG_REGIONS)
+    tb = images["tb9001.jpg"]
+    assert tb["abnormal"] is True and set(tb["region_status"].values()) == {"unknown"}
+    assert tb["finding_boxes"][0] == {"finding": "opacity", "box": [25.0, 22.5, 80.0, 70.0],
+                                      "kind": "ActiveTuberculosis"}
+    assert "finding_boxes" not in images["tb9003.jpg"] and "finding_boxes" not in nih_normal
 
 
 def test_prepare_on_real_data_subset(data_dir, tmp_path):
@@ -83,10 +98,10 @@ def test_prepare_on_real_data_subset(data_dir, tmp_path):
     files = check_outputs(tmp_path, data_dir)
     counts = summary.as_dict()["records"]
     assert set(counts) == {"jsrt_scr", "covid_lung_boxes", "covid_anatomy", "kermany_pneumonia",
-                           "covid_radiography", "iu_xray"}
+                           "covid_radiography", "iu_xray", "nih_cxr14", "tbx11k"}
     assert all(sum(v.values()) == 3 for v in counts.values())
     assert {line["source"] for line in files["regions"]} == {"jsrt_scr", "covid_lung_boxes", "covid_anatomy"}
-    assert len(files["images"]) == 15  # 3 each from the 5 image sources
+    assert len(files["images"]) == 21  # 3 each from the 7 image sources
     assert {line["report"] for line in files["sentences"]} <= {"CXR1", "CXR10", "CXR100"}
     assert files["sentences"] and all(line["source"] == "iu_xray" for line in files["sentences"])
 

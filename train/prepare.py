@@ -15,7 +15,11 @@ Writes into ``--out``:
   ImaGenome phrases (regions and abnormality given there) when scene graphs exist.
 - ``images.jsonl``: every image with labels or paired text: ``labels``, ``abnormal`` (image level:
   true / false / null), ``region_status`` {region: normal | abnormal | unknown}, ``split``,
-  ``text`` + ``text_kind`` where real text exists (COVID sets: clinical notes, not reports).
+  ``text`` + ``text_kind`` where real text exists (COVID sets: clinical notes, not reports),
+  ``finding_boxes`` [{finding, box, kind}] where the source boxes a finding on an image without
+  region boxes (TBX11K TB areas as "opacity"; region labels come later, against the detector's
+  boxes, through :func:`crrg.data.readers.tbx11k.region_labels`), ``same_film_as`` [image] where
+  the same film is in another source (:mod:`crrg.data.duplicates`; split ``excluded``).
 - ``meta.json``: the data root the image paths are relative to, the counts and the policies;
   ``summary.txt``; ``preview/*.png`` with ``--preview N`` (solid boxes: mask-backed or expert;
   dashed: rule-derived).
@@ -25,6 +29,10 @@ all 29 regions normal; pneumonia / COVID-19 / lung opacity / consolidation make 
 (:data:`crrg.regions.LUNG_REGIONS`) abnormal — at least one of them is, which one is not known;
 a nodule (JSRT, position unknown) leaves every region unknown with the image abnormal. Localised
 statuses from the source (ImaGenome, COVID-anatomy lesion masks) override these.
+
+NIH ChestX-ray14 labels are image-level (:data:`crrg.labels.NIH_MAP`), so the rules above apply
+to them as to any image label; TBX11K images (tuberculosis, boxes but no region boxes) keep every
+region unknown here.
 """
 
 from __future__ import annotations
@@ -42,8 +50,9 @@ from typing import Any
 from crrg.data import sentences as text_rules
 from crrg.data.readers import READER_MODULES, read_source
 from crrg.data.records import Record
-from crrg.data.splits import POLICIES, assign_splits
-from crrg.labels import FINDINGS
+from crrg.data.duplicates import same_films
+from crrg.data.splits import POLICIES, assign_splits, follow_same_films
+from crrg.labels import FINDINGS, UNREPORTED
 from crrg.regions import LUNG_REGIONS, REGIONS
 
 logger = logging.getLogger("train.prepare")
@@ -130,6 +139,9 @@ def image_line(record: Record, split: str, data: Path) -> dict[str, Any]:
     }
     if record.text:
         line.update({"text": record.text, "text_kind": record.text_kind})
+    if record.finding_boxes:
+        line["finding_boxes"] = [{"finding": f.finding, "box": list(f.box), "kind": f.kind}
+                                 for f in record.finding_boxes]
     return line
 
 
@@ -154,6 +166,7 @@ class Summary:
         self.regions: dict[str, Counter[str]] = defaultdict(Counter)
         self.derived: dict[str, Counter[str]] = defaultdict(Counter)
         self.sentences: Counter[tuple[str, str]] = Counter()
+        self.same_films = 0  # films also in another source (crrg.data.duplicates)
 
     def add_sentences(self, lines: list[dict[str, Any]]) -> None:
         for line in lines:
@@ -168,13 +181,16 @@ class Summary:
         return {"records": by_source, "files": dict(self.files),
                 "regions": {s: dict(c) for s, c in self.regions.items()},
                 "derived": {s: dict(c) for s, c in self.derived.items()},
-                "sentences": {f"{a}/{b}": n for (a, b), n in sorted(self.sentences.items())}}
+                "sentences": {f"{a}/{b}": n for (a, b), n in sorted(self.sentences.items())},
+                "same_films": self.same_films}
 
     def text(self) -> str:
         out = ["records per source and split:"]
         for source, splits in self.as_dict()["records"].items():
             out.append(f"  {source:18s} " + "  ".join(f"{k}={v}" for k, v in splits.items()))
         out.append("lines written: " + ", ".join(f"{k}={v}" for k, v in sorted(self.files.items())))
+        out.append(f"films also in another source (excluded; the patient follows the copy's split): "
+                   f"{self.same_films}")
         out.append("images with a box per region (of which rule-derived):")
         for source, counts in self.regions.items():
             cells = [f"{r}={counts[r]}({self.derived[source][r]})" for r in REGIONS if counts[r]]
@@ -197,7 +213,8 @@ def prepare(data: Path, out: Path, sources: list[str] | None = None, limit: int 
     if mimic is None and (data / "mimic_cxr").exists():
         mimic = data / "mimic_cxr"
     records = list(read_all(data, sources, limit, iu_images, mimic))
-    splits = assign_splits(records)
+    copies = same_films(records)
+    splits = follow_same_films(records, assign_splits(records), copies)
     out.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     seen_reports: set[tuple[str, str | None]] = set()
@@ -213,7 +230,11 @@ def prepare(data: Path, out: Path, sources: list[str] | None = None, limit: int 
                 summary.regions[record.source].update(record.annotated)
                 summary.derived[record.source].update(record.derived)
             if record.image is not None and (record.labels or record.text):
-                images_f.write(json.dumps(image_line(record, split, data)) + "\n")
+                line = image_line(record, split, data)
+                if record.key in copies:
+                    line["same_film_as"] = [image_ref(Path(k), data) for k in copies[record.key]]
+                    summary.same_films += 1
+                images_f.write(json.dumps(line) + "\n")
                 summary.files["images"] += 1
             if record.text_kind == "report" and (record.source, record.study) not in seen_reports:
                 seen_reports.add((record.source, record.study))
@@ -283,6 +304,7 @@ def write_meta(out: Path, data: Path, summary: Summary, limit: int | None) -> No
         "split_policies": {k: vars(v) for k, v in POLICIES.items()},
         "label_values": "1 present, 0 absent, -1 uncertain; missing = unknown",
         "findings": list(FINDINGS),
+        "unreported_labels": list(UNREPORTED),
         "regions": list(REGIONS),
         "summary": summary.as_dict(),
     }

@@ -12,10 +12,14 @@ one study with ``image=None``). Conventions:
   box is a gap in the annotation, not an absence).
 - ``derived`` is the subset of ``annotated`` whose boxes come from the geometric rules of
   :mod:`crrg.data.silver` rather than from an expert mask or box.
-- ``labels`` maps names from :data:`crrg.labels.FINDINGS` to 1 (present), 0 (absent) or -1
+- ``labels`` maps names from :data:`crrg.labels.LABELS` (the reported FINDINGS plus the findings
+  a source labels that the model does not report yet) to 1 (present), 0 (absent) or -1
   (uncertain); a finding that is not a key is unknown.
 - ``region_abnormal`` maps region names to True/False where the source localises findings
   (Chest ImaGenome attributes; COVID anatomy opacity masks); other regions are unknown.
+- ``finding_boxes``: expert boxes of a region-level finding in stored-image pixels (TBX11K TB
+  areas), for sources without region boxes: they become region labels through
+  :mod:`crrg.data.overlap` once region boxes exist for the image (see the source's reader).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crrg.labels import FINDINGS
+from crrg.labels import LABELS
 from crrg.regions import REGIONS
 
 Box = tuple[float, float, float, float]
@@ -37,6 +41,8 @@ SOURCES: tuple[str, ...] = (
     "covid_radiography",
     "iu_xray",
     "mimic_cxr",
+    "nih_cxr14",
+    "tbx11k",
 )
 TEXT_KINDS: tuple[str, ...] = ("report", "clinical_notes")
 
@@ -51,6 +57,16 @@ class Sentence:
     findings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class FindingBox:
+    """An expert box of a region-level finding (``finding``, e.g. "opacity") on one image;
+    ``kind`` keeps the source's own class (e.g. "ActiveTuberculosis")."""
+
+    finding: str
+    box: Box
+    kind: str = ""
+
+
 @dataclass
 class Record:
     source: str
@@ -63,6 +79,7 @@ class Record:
     derived: tuple[str, ...] = ()
     labels: dict[str, int] = field(default_factory=dict)
     region_abnormal: dict[str, bool] = field(default_factory=dict)
+    finding_boxes: tuple[FindingBox, ...] = ()
     text: str | None = None
     text_kind: str | None = None
     sentences: list[Sentence] | None = None  # region-grounded sentences given by the source
@@ -87,15 +104,16 @@ class Record:
             if name not in REGIONS:
                 raise ValueError(f"unknown region {name!r} in {self.key}; valid: {', '.join(REGIONS)}")
         for name in self.labels:
-            if name not in FINDINGS:
-                raise ValueError(f"unknown finding {name!r} in {self.key}; valid: {', '.join(FINDINGS)}")
+            if name not in LABELS:
+                raise ValueError(f"unknown finding {name!r} in {self.key}; valid: {', '.join(LABELS)}")
         if set(self.annotated) != set(self.boxes):
             raise ValueError(f"{self.key}: annotated {sorted(self.annotated)} != boxes {sorted(self.boxes)}")
         if not set(self.derived) <= set(self.annotated):
             raise ValueError(f"{self.key}: derived regions must be annotated")
-        if self.boxes and (self.width is None or self.height is None):
+        if (self.boxes or self.finding_boxes) and (self.width is None or self.height is None):
             raise ValueError(f"{self.key}: boxes need the image width and height")
-        for name, (x1, y1, x2, y2) in self.boxes.items():
+        named = list(self.boxes.items()) + [(f"{f.finding} ({f.kind})", f.box) for f in self.finding_boxes]
+        for name, (x1, y1, x2, y2) in named:
             if not (0 <= x1 < x2 <= self.width and 0 <= y1 < y2 <= self.height):  # type: ignore[operator]
                 raise ValueError(
                     f"{self.key}: box {name} {[x1, y1, x2, y2]} outside {self.width}x{self.height}"

@@ -28,7 +28,7 @@ from typing import Union
 
 import numpy as np
 
-from crrg.labels import FINDINGS
+from crrg.labels import FINDINGS, LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def compute_clinical(
     Both are sequences of the same length whose items are report texts, label dicts or
     collections of positive label names (see the module docstring). ``extractor`` maps a text to
     finding names (default: ``crrg.data.sentences.extract_findings``). Label names are matched
-    case-insensitively; names outside ``crrg.labels.FINDINGS`` and ``labels`` raise, names in
-    FINDINGS but not in ``labels`` are ignored (so a subset such as the 5 CheXpert competition
+    case-insensitively; names outside ``crrg.labels.LABELS`` and ``labels`` raise, names in
+    LABELS but not in ``labels`` are ignored (so a subset such as the 5 CheXpert competition
     findings can be scored).
     """
     if isinstance(generated, str) or isinstance(references, str):
@@ -211,7 +211,7 @@ def label_matrix(
     index = {_norm(label): i for i, label in enumerate(labels)}
     if len(index) != len(labels):
         raise ValueError(f"labels must be distinct, got {list(labels)}")
-    known = set(index) | {_norm(f) for f in FINDINGS}
+    known = set(index) | {_norm(f) for f in LABELS}
     out = np.zeros((len(items), len(labels)), dtype=np.int64)  # [N, L]
     for row, item in enumerate(items):
         for name in _positives(item, extractor, uncertain_positive):

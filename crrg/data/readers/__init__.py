@@ -31,6 +31,8 @@ READER_MODULES: dict[str, str] = {
     "covid_radiography": "covid_radiography",
     "iu_xray": "iu_xray",
     "mimic_cxr": "mimic",
+    "nih_cxr14": "nih_cxr14",
+    "tbx11k": "tbx11k",
 }
 assert set(READER_MODULES) == set(SOURCES)
 
