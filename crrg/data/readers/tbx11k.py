@@ -27,7 +27,10 @@ Decisions
   labels are made by :func:`region_labels` against the region boxes the model itself predicts
   on the image (cached with the features), the same boxes the heads read at inference, so
   training and use see the same regions. Until then every region of a TBX11K image is unknown
-  (``train.prepare``), never background.
+  (``train.prepare``), never background. Checked with the shipped detector on the 498 train/val
+  images with boxes (six lung zones): every image and every one of the 744 boxes gets a positive
+  zone, 743 boxes only on their own side of the film; per image 2.5 zones positive, 3.4
+  negative, 0.12 unknown (2026-12-05).
 - **Labels from boxes: the one overlap rule** (:func:`crrg.data.overlap.region_overlap_labels`),
   each box on its own as the finding mask (each box is one TB area, like a nodule), then
   combined per region: positive when any box makes it positive, negative when every box misses
