@@ -12,10 +12,13 @@ counts summed over the ranks, the highest exit code.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from datetime import timedelta
+
+logger = logging.getLogger(__name__)
 
 #: how long a rank that has finished waits for the others; torchrun itself ends the job if a rank
 #: dies, so this only bounds a hung rank (the process group's default, 30 min, is far too short:
@@ -57,6 +60,10 @@ def agree(status: JobStatus) -> JobStatus:
     """
     _, world_size = dist_rank()
     if world_size <= 1 or "MASTER_ADDR" not in os.environ:
+        return status
+    if os.environ.get("MASTER_PORT", "0") == "0":  # `torchrun --master-port 0` tells workers port 0
+        logger.warning("MASTER_PORT is 0 (torchrun --master-port 0?): the ranks cannot meet, so each "
+                       "exits with its own status and a failing rank may end the job early; give a port")
         return status
     import torch
     import torch.distributed as dist

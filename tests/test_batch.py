@@ -172,7 +172,11 @@ def _assert_same(batched, single) -> None:
 def test_torchrun_two_processes_shard_and_resume(folder: Path, weights: Path, tmp_path: Path) -> None:
     (folder / "b" / "broken.png").unlink()
     out = tmp_path / "parts"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    from test_shards import _free_port
+
+    # a real port: with --master-port 0 torchrun tells the workers MASTER_PORT=0 and they cannot meet
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()),
            "-m", "crrg", "report", str(folder), "--weights", str(weights), "--out", f"{out}/",
            "--batch-size", "2", "--prompts", "pneumonia"]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
