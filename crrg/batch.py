@@ -1,13 +1,18 @@
 """Reports for many images: input discovery, a DataLoader that decodes in workers, batched
 inference, a resumable JSON-lines file, a CSV summary, and sharding by torchrun rank.
 
-    run_reports(pipe, ["scans/", "more/*.dcm"], out="reports.jsonl", batch_size=8)
+    run_reports(pipe, ["scans/", "more/*.dcm"], ReportOptions(out="reports.jsonl", batch_size=8))
 
 The CLI (``python -m crrg report``) is a thin layer over :func:`run_reports`. A rerun with the
 same ``out`` skips the images already in it (matched by the ``image`` path) and appends the
 rest; images whose earlier line is an error are tried again. Every line is flushed as it is
 written, so a crash loses at most the batch in flight; a half-written last line is dropped.
-Under ``torchrun`` each rank takes every WORLD_SIZE-th input and writes ``DIR/part-RANK.jsonl``.
+Under ``torchrun`` each rank takes every WORLD_SIZE-th input and writes ``DIR/part-RANK.jsonl``;
+the ranks then agree on one exit status (:mod:`crrg.shards`), so no rank ends the job early.
+
+Results stay typed until they are written: a line is a :class:`crrg.types.ReportResult` or a
+:class:`Failure` (unreadable, rejected by the input check, or a model error), and ``to_json`` of
+either is the JSON line and the CSV row.
 """
 
 from __future__ import annotations
@@ -18,11 +23,18 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
 from crrg import DISCLAIMER
+from crrg.shards import dist_rank, shard
+from crrg.types import InputCheck, ReportResult
+
+__all__ = ["Failure", "FailureKind", "JsonlLog", "ReportOptions", "RunSummary", "discover", "dist_rank",
+           "looks_like_image", "output_file",
+           "run_reports", "shard", "write_csv"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".dcm", ".dicom"})
 _GLOB_CHARS = frozenset("*?[")
@@ -67,18 +79,6 @@ def discover(inputs: Sequence[str | Path]) -> list[str]:
 def _walk(folder: Path) -> list[str]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     return [str(p) for p in files if looks_like_image(p)]
-
-
-def shard(paths: Sequence[str], rank: int, world_size: int) -> list[str]:
-    """This rank's share: every ``world_size``-th path from ``rank`` (disjoint, covering all)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world size {world_size}")
-    return list(paths[rank::world_size])
-
-
-def dist_rank() -> tuple[int, int]:
-    """(RANK, WORLD_SIZE) as torchrun sets them; (0, 1) outside torchrun."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def output_file(out: str | Path, rank: int, world_size: int) -> Path:
@@ -162,18 +162,107 @@ def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     return len(rows)
 
 
+# --- what a run writes ---------------------------------------------------------------------------
+class FailureKind(str, Enum):
+    """Why an image got no report."""
+
+    UNREADABLE = "unreadable"  # missing, not an image, cut short, too large or too small
+    REJECTED = "rejected"  # the input check: not a frontal chest radiograph (``force`` reports it)
+    ERROR = "error"  # the model failed on this image
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image without a report: its line is ``{"image", "error", ["input_check",] "disclaimer"}``."""
+
+    image: str
+    kind: FailureKind
+    message: str
+    input_check: InputCheck | None = None  # the verdict, for REJECTED
+
+    @classmethod
+    def rejected(cls, image: str, check: InputCheck) -> Failure:
+        return cls(image, FailureKind.REJECTED, f"not analysed: {check.reason} (--force reports anyway)", check)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": self.image, "error": self.message}
+        if self.input_check is not None:
+            out["input_check"] = self.input_check.to_json()
+        out["disclaimer"] = DISCLAIMER
+        return out
+
+
+#: one line of a run: a report, or why there is none
+Line = ReportResult | Failure
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How :func:`run_reports` runs; the CLI's ``report`` flags."""
+
+    out: str | Path | None = None  # FILE.jsonl, or DIR/ for DIR/part-RANK.jsonl; None: no file
+    csv_path: str | Path | None = None  # also a one-row-per-image CSV (CSV.part-RANK.csv per rank)
+    batch_size: int = 8  # images per detector / CLIP pass and per generate call
+    workers: int = 0  # DataLoader processes decoding images (0: in this process)
+    prompts: str | tuple[str, ...] | None = None  # zero-shot labels; None: the model's, (): none
+    regions: tuple[str, ...] | None = None  # write sentences for exactly these regions
+    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in image pixels
+    num_beams: int | None = None  # None: the model's
+    force: bool = False  # report the images the input check rejects (their lines keep input_check)
+    progress: bool = False  # the progress bar even when stderr is not a terminal
+    rank: int | None = None  # None (both): torchrun's RANK and WORLD_SIZE
+    world_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        for name in ("prompts", "regions", "box"):  # lists in, tuples kept: the options stay frozen
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, tuple(value))
+
+    def where(self) -> tuple[int, int]:
+        """(rank, world size): the given ones, else torchrun's."""
+        if self.rank is None or self.world_size is None:
+            return dist_rank()
+        return self.rank, self.world_size
+
+
+@dataclass
+class RunSummary:
+    """What one rank did."""
+
+    total: int  # images of this rank
+    skipped: int  # already in the output file
+    written: int = 0
+    out: Path | None = None
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        """Error lines, the rejected ones included."""
+        return len(self.failures)
+
+    @property
+    def rejected(self) -> int:
+        """Not analysed: the input check said it is not a frontal chest radiograph."""
+        return sum(f.kind is FailureKind.REJECTED for f in self.failures)
+
+
 # --- decoding in DataLoader workers --------------------------------------------------------------
 @dataclass
 class Item:
-    """One input after decoding: a :class:`crrg.pipeline.Prepared` or the reason it failed."""
+    """One input after decoding: a :class:`crrg.pipeline.Prepared`, or why it could not be read."""
 
     path: str
     prepared: Any = None
-    error: str | None = None
+    failure: Failure | None = None
 
 
 class ImageFiles:
-    """``torch.utils.data.Dataset`` of image paths -> :class:`Item` (errors travel as items)."""
+    """``torch.utils.data.Dataset`` of image paths -> :class:`Item` (failures travel as items)."""
 
     def __init__(self, paths: Sequence[str], size: int) -> None:
         self.paths, self.size = list(paths), size
@@ -188,9 +277,10 @@ class ImageFiles:
         try:
             return Item(path, prepared=prepare(path, self.size))
         except (ValueError, OSError, TypeError) as err:  # ImageError is a ValueError
-            return Item(path, error=str(err))
+            message = str(err)
         except Exception as err:  # noqa: BLE001 - any decoder failure is this image's error line,
-            return Item(path, error=f"{type(err).__name__}: {err}")  # never the loader's crash
+            message = f"{type(err).__name__}: {err}"  # never the loader's crash
+        return Item(path, failure=Failure(path, FailureKind.UNREADABLE, message))
 
 
 def _as_list(items: list[Item]) -> list[Item]:
@@ -206,124 +296,96 @@ def loader(paths: Sequence[str], size: int, batch_size: int, workers: int) -> It
 
 
 # --- the run -------------------------------------------------------------------------------------
-@dataclass
-class RunSummary:
-    total: int  # images of this rank
-    skipped: int  # already in the output file
-    written: int = 0
-    failed: int = 0  # error lines, the rejected ones included
-    rejected: int = 0  # not analysed: the input check said it is not a frontal chest radiograph
-    out: Path | None = None
-    failures: list[str] = field(default_factory=list)
+class _Sink:
+    """Writes each line (JSON at the file boundary), counts it, and hands it to ``on_record``."""
+
+    def __init__(self, summary: RunSummary, log: JsonlLog | None, keep: bool,
+                 on_record: Callable[[Line], None] | None) -> None:
+        self.summary, self.log, self.keep, self.on_record = summary, log, keep, on_record
+        self.kept: list[Line] = []  # the CSV's rows when there is no output file to read back
+
+    def emit(self, line: Line) -> None:
+        if self.log is not None:
+            self.log.write(line.to_json())
+        elif self.keep:
+            self.kept.append(line)
+        if self.on_record is not None:
+            self.on_record(line)
+        if isinstance(line, Failure):
+            self.summary.failures.append(line)
+        else:
+            self.summary.written += 1
 
 
-def error_record(path: str, message: str) -> dict[str, Any]:
-    return {"image": path, "error": message, "disclaimer": DISCLAIMER}
+def run_reports(pipe: Any, inputs: Sequence[str | Path], options: ReportOptions | None = None, *,
+                on_record: Callable[[Line], None] | None = None, **overrides: Any) -> RunSummary:
+    """Write a line for every image of ``inputs`` (this rank's shard) and return the counts.
 
-
-def rejected_record(path: str, check: Any) -> dict[str, Any]:
-    """The line of an image the input check rejected (no report; ``--force`` reports anyway)."""
-    return {"image": path, "error": f"not analysed: {check.reason} (--force reports anyway)",
-            "input_check": check.to_json(), "disclaimer": DISCLAIMER}
-
-
-def run_reports(
-    pipe: Any,
-    inputs: Sequence[str | Path],
-    out: str | Path | None = None,
-    batch_size: int = 8,
-    workers: int = 0,
-    prompts: Any = None,
-    regions: Sequence[str] | None = None,
-    box: Sequence[float] | None = None,
-    num_beams: int | None = None,
-    csv_path: str | Path | None = None,
-    progress: bool = False,
-    on_record: Callable[[dict[str, Any], Any], None] | None = None,
-    rank: int | None = None,
-    world_size: int | None = None,
-    force: bool = False,
-) -> RunSummary:
-    """Write a report line for every image of ``inputs`` (this rank's shard) and return counts.
+    ``options`` (:class:`ReportOptions`) with ``overrides`` applied (``run_reports(pipe, ["scans/"],
+    out="r.jsonl")`` is ``run_reports(pipe, ["scans/"], ReportOptions(out="r.jsonl"))``).
 
     An image that fails the model's input check (``result.input_check.ok`` false: not a frontal
-    chest radiograph) gets ``{"image", "error", "input_check"}`` and no report, unless ``force``
-    (then its report line keeps ``input_check``). Like every error line it is dropped from the
-    output file and tried again on a resumed run: without ``force`` the check rejects it again
-    (same weights, same verdict, one more forward pass), but a rerun with ``--force``, or with
-    weights whose checker changed, can then report it instead of skipping it as done.
+    chest radiograph) gets a :class:`Failure` line (``{"image", "error", "input_check"}``) and no
+    report, unless ``force`` (then its report line keeps ``input_check``). Like every error line
+    it is dropped from the output file and tried again on a resumed run: without ``force`` the
+    check rejects it again (same weights, same verdict, one more forward pass), but a rerun with
+    ``--force``, or with weights whose checker changed, can then report it instead of skipping it.
 
-    ``on_record(record, result)`` sees each line as it is written (``result`` is the
-    :class:`crrg.types.ReportResult`, or ``None`` for an error line): the CLI prints with it.
+    ``on_record(line)`` sees each line as it is written, a :class:`crrg.types.ReportResult` or a
+    :class:`Failure` (the CLI prints with it). Under torchrun the caller ends with
+    :func:`crrg.shards.agree`, so that no rank ends the job while another still works.
     """
     from tqdm import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    if rank is None or world_size is None:
-        rank, world_size = dist_rank()
+    opts = replace(options or ReportOptions(), **overrides)
+    rank, world_size = opts.where()
     paths = shard(discover(inputs), rank, world_size)
-    log = JsonlLog(output_file(out, rank, world_size)) if out is not None else None
+    log = JsonlLog(output_file(opts.out, rank, world_size)) if opts.out is not None else None
     todo = [p for p in paths if log is None or p not in log.done]
     summary = RunSummary(total=len(paths), skipped=len(paths) - len(todo), out=log.path if log else None)
-    kept: list[dict[str, Any]] = []  # the CSV's rows when there is no output file to read back
-
-    def emit(record: dict[str, Any], result: Any) -> None:
-        if log is not None:
-            log.write(record)
-        elif csv_path is not None:
-            kept.append(record)
-        if on_record is not None:
-            on_record(record, result)
-        if "error" in record:
-            summary.failed += 1
-            summary.rejected += "input_check" in record
-            summary.failures.append(record["image"])
-        else:
-            summary.written += 1
-
+    sink = _Sink(summary, log, keep=opts.csv_path is not None, on_record=on_record)
     bar = tqdm(total=len(todo), unit="img", file=sys.stderr, dynamic_ncols=True,
-               disable=not (progress or sys.stderr.isatty()), desc=f"rank {rank}" if world_size > 1 else None)
+               disable=not (opts.progress or sys.stderr.isatty()), desc=f"rank {rank}" if world_size > 1 else None)
     try:
-        for items in (loader(todo, pipe.config.image_size, batch_size, workers) if todo else []):
-            good = [item for item in items if item.error is None]
-            results = _infer(pipe, good, prompts, regions, box, num_beams) if good else {}
-            for item in items:
-                if item.error is not None:
-                    emit(error_record(item.path, item.error), None)
-                    continue
-                result = results[item.path]
-                if isinstance(result, str):
-                    emit(error_record(item.path, result), None)
-                    continue
-                check = getattr(result, "input_check", None)
-                if check is not None and not check.ok and not force:
-                    emit(rejected_record(item.path, check), None)
-                    continue
-                record = result.to_json()
-                record["image"] = item.path
-                emit(record, result)
+        for items in (loader(todo, pipe.config.image_size, opts.batch_size, opts.workers) if todo else []):
+            for line in _lines(pipe, items, opts):
+                sink.emit(line)
             bar.update(len(items))
     finally:
         bar.close()
         if log is not None:
             log.close()
-    if csv_path is not None:
-        csv_file = Path(csv_path)
+    if opts.csv_path is not None:
+        csv_file = Path(opts.csv_path)
         if world_size > 1:
             csv_file = csv_file.with_name(f"{csv_file.stem}.part-{rank}{csv_file.suffix or '.csv'}")
-        write_csv(log.records() if log is not None else kept, csv_file)
+        write_csv(log.records() if log is not None else (line.to_json() for line in sink.kept), csv_file)
     return summary
 
 
-def _infer(pipe: Any, items: list[Item], prompts: Any, regions: Any, box: Any, beams: Any) -> dict[str, Any]:
-    """path -> ReportResult, or -> error message; a failing batch is retried image by image so
+def _lines(pipe: Any, items: list[Item], opts: ReportOptions) -> Iterator[Line]:
+    """The line of each decoded item, in order: its report, or its failure."""
+    good = [item for item in items if item.failure is None]
+    results = _infer(pipe, good, opts) if good else {}
+    for item in items:
+        line = item.failure or results[item.path]
+        if isinstance(line, ReportResult):
+            check = line.input_check
+            if check is not None and not check.ok and not opts.force:
+                line = Failure.rejected(item.path, check)
+            elif line.image != item.path:
+                line = replace(line, image=item.path)  # the path as discovered, to match on resume
+        yield line
+
+
+def _infer(pipe: Any, items: list[Item], opts: ReportOptions) -> dict[str, ReportResult | Failure]:
+    """path -> ReportResult, or -> its Failure; a failing batch is retried image by image so
     that one bad input cannot take the others with it."""
-    kwargs = {"prompts": prompts, "regions": regions, "box": box, "num_beams": beams}
     try:
-        results = pipe.batch([item.prepared for item in items], **kwargs)
+        results = pipe.batch([item.prepared for item in items], prompts=opts.prompts, regions=opts.regions,
+                             box=opts.box, num_beams=opts.num_beams)
         return {item.path: result for item, result in zip(items, results)}
     except (ValueError, KeyError, RuntimeError) as err:
         if len(items) == 1:
-            return {items[0].path: f"{type(err).__name__}: {err}"}
-    return {k: v for item in items for k, v in _infer(pipe, [item], prompts, regions, box, beams).items()}
+            return {items[0].path: Failure(items[0].path, FailureKind.ERROR, f"{type(err).__name__}: {err}")}
+    return {k: v for item in items for k, v in _infer(pipe, [item], opts).items()}

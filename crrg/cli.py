@@ -10,8 +10,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crrg import DISCLAIMER
+
+if TYPE_CHECKING:
+    from crrg.batch import Line
+    from crrg.shards import JobStatus
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "crrg-default"
 
@@ -50,48 +55,67 @@ def _load_pipeline(weights: str | None):
 
 
 def _report(args: argparse.Namespace) -> int:
-    from crrg.batch import run_reports
+    """This rank's shard, then the job's exit status: under torchrun every rank waits for the
+    others and all exit with the same code (:func:`crrg.shards.agree`), even when this one failed."""
+    from crrg.shards import JobStatus, agree, dist_rank
+
+    try:
+        status = _report_shard(args)
+    except Exception:  # noqa: BLE001 - logged; this rank still waits for the others below
+        logging.getLogger("crrg.cli").exception("the report run failed")
+        status = JobStatus(code=1)
+    job = agree(status)
+    if job.ranks > 1 and dist_rank()[0] == 0:
+        rejected = f" ({job.rejected} not a frontal chest radiograph)" if job.rejected else ""
+        print(f"all {job.ranks} ranks: {job.written} reports, {job.failed} failed{rejected} "
+              f"(of {job.total} images); exit code {job.code}", file=sys.stderr)
+    if job.total == 0 and job.code == 0:  # no rank found an image
+        print("error: no images found in " + ", ".join(args.images), file=sys.stderr)
+        return 1
+    return job.code
+
+
+def _report_shard(args: argparse.Namespace) -> JobStatus:
+    from crrg.batch import Failure, ReportOptions, run_reports
     from crrg.hub import WeightsNotFoundError
     from crrg.prompts import parse_prompts
+    from crrg.shards import JobStatus
 
     try:
         pipe = _load_pipeline(args.weights)
     except (WeightsNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    prompts = None if args.prompts is None else parse_prompts(args.prompts)
-    regions = parse_prompts(args.regions) if args.regions else None
-    box = [float(v) for v in args.box.split(",")] if args.box else None
+        return JobStatus(code=2)
 
-    def show(record: dict, result) -> None:
-        name = Path(record["image"]).name  # the base name only, never a folder
-        check = getattr(result, "input_check", None)
-        if result is None:
-            print(f"error: {name}: {record['error']}", file=sys.stderr)
-        elif check is not None and not check.ok and (args.json or args.out is not None):
-            print(f"warning: {name}: reported anyway (--force): {check.reason}", file=sys.stderr)
+    def show(line: Line) -> None:
+        name = Path(line.image).name  # the base name only, never a folder
+        if isinstance(line, Failure):
+            print(f"error: {name}: {line.message}", file=sys.stderr)
+        elif line.input_check is not None and not line.input_check.ok and (args.json or args.out is not None):
+            print(f"warning: {name}: reported anyway (--force): {line.input_check.reason}", file=sys.stderr)
         if args.json:
-            print(json.dumps(record))
-        elif result is not None and args.out is None:
-            print(_human(result))
+            print(json.dumps(line.to_json()))
+        elif not isinstance(line, Failure) and args.out is None:
+            print(_human(line))
         sys.stdout.flush()
 
     try:
-        summary = run_reports(pipe, args.images, out=args.out, batch_size=args.batch_size,
-                              workers=args.workers, prompts=prompts, regions=regions, box=box,
-                              num_beams=args.beams, csv_path=args.csv, progress=args.progress,
-                              on_record=show, force=args.force)
+        options = ReportOptions(
+            out=args.out, csv_path=args.csv, batch_size=args.batch_size, workers=args.workers,
+            prompts=None if args.prompts is None else tuple(parse_prompts(args.prompts)),
+            regions=tuple(parse_prompts(args.regions)) if args.regions else None,
+            box=tuple(float(v) for v in args.box.split(",")) if args.box else None,
+            num_beams=args.beams, force=args.force, progress=args.progress)
+        summary = run_reports(pipe, args.images, options, on_record=show)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return JobStatus(code=2)
     if args.out is not None:
         rejected = f" ({summary.rejected} not a frontal chest radiograph)" if summary.rejected else ""
         print(f"{summary.written} reports, {summary.failed} failed{rejected}, {summary.skipped} already in "
               f"{summary.out} (of {summary.total} images)", file=sys.stderr)
-    if summary.total == 0:
-        print("error: no images found in " + ", ".join(args.images), file=sys.stderr)
-        return 1
-    return 1 if summary.failed else 0
+    return JobStatus(code=1 if summary.failed else 0, total=summary.total, written=summary.written,
+                     failed=summary.failed, rejected=summary.rejected)
 
 
 def _evidence(sentence) -> str:

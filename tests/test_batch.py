@@ -172,7 +172,11 @@ def _assert_same(batched, single) -> None:
 def test_torchrun_two_processes_shard_and_resume(folder: Path, weights: Path, tmp_path: Path) -> None:
     (folder / "b" / "broken.png").unlink()
     out = tmp_path / "parts"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    from test_shards import _free_port
+
+    # a real port: with --master-port 0 torchrun tells the workers MASTER_PORT=0 and they cannot meet
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()),
            "-m", "crrg", "report", str(folder), "--weights", str(weights), "--out", f"{out}/",
            "--batch-size", "2", "--prompts", "pneumonia"]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
@@ -218,7 +222,8 @@ def _brightness_checked_pipeline():
 def test_rejected_image_gets_an_error_line_the_others_reports_and_resume_retries_it(tmp_path: Path) -> None:
     from PIL import Image
 
-    from crrg.batch import run_reports
+    from crrg.batch import Failure, FailureKind, ReportOptions, run_reports
+    from crrg.types import ReportResult
 
     pipe = _brightness_checked_pipeline()
     scans = tmp_path / "scans"
@@ -228,15 +233,26 @@ def test_rejected_image_gets_an_error_line_the_others_reports_and_resume_retries
     bright.paste(200, (100, 100, 140, 140))  # some contrast: a constant image is an unreadable input
     bright.save(scans / "blank.png")
     chest_like_png(scans / "c.png", seed=2)
+    (scans / "d.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
     out = tmp_path / "r.jsonl"
-    summary = run_reports(pipe, [scans], out=out, batch_size=3, prompts=[])
-    assert (summary.written, summary.failed, summary.rejected) == (2, 1, 1)
+    seen: list = []
+    summary = run_reports(pipe, [scans], ReportOptions(out=out, batch_size=3, prompts=[]), on_record=seen.append)
+    assert (summary.written, summary.failed, summary.rejected) == (2, 2, 1)
+    # the lines stay typed until they are written: reports, and failures of a kind
+    assert [type(line).__name__ for line in seen] == ["ReportResult", "Failure", "ReportResult", "Failure"]
+    assert [(Path(f.image).name, f.kind) for f in summary.failures] == [("blank.png", FailureKind.REJECTED),
+                                                                         ("d.png", FailureKind.UNREADABLE)]
+    assert summary.failures[0].input_check is not None and not summary.failures[0].input_check.ok
+    assert all(isinstance(line, (ReportResult, Failure)) and line.image.startswith(str(scans)) for line in seen)
+    (scans / "d.png").unlink()
     records = {Path(r["image"]).name: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(records["blank.png"]) == {"image", "error", "input_check", "disclaimer"}
     assert records["blank.png"]["input_check"]["ok"] is False
     assert all(records[n]["input_check"]["ok"] and "report" in records[n] for n in ("a.png", "c.png"))
 
     # a rerun keeps the two reports and tries the rejected image again; with force it is reported
+    with pytest.raises(ValueError, match="batch size"):
+        ReportOptions(batch_size=0)
     again = run_reports(pipe, [scans], out=out, prompts=[])
     assert (again.skipped, again.written, again.rejected) == (2, 0, 1)
     forced = run_reports(pipe, [scans], out=out, prompts=[], force=True)
