@@ -5,7 +5,7 @@ detector (Faster R-CNN, 29 regions) -> region features [B, 29, D]
   -> decoder (GPT-2 with pseudo self-attention on the region feature) -> one sentence per region
 clip (open_clip) -> zero-shot label probabilities and prompt -> region scores.
 With ``clip_fusion`` (the default variant) the region features also carry the CLIP image
-embedding (:mod:`crrg.fusion`); :meth:`CRRGModel.region_features` is the one place that applies it.
+embedding (:mod:`crrg.fusion`); :meth:`CRRGModel.head_inputs` is the one place that applies it.
 
 Saved as a hub-style folder: config.json (the CRRGConfig) + model.safetensors (fp16 by default)
 + README.md model card (front matter from :mod:`crrg.card`, eval results from metrics.json) +
@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from crrg import card
+from crrg.calibration import Calibration
 from crrg.classifier import ClassifierConfig, RegionClassifier
 from crrg.clip import ClipConfig, CXRClip
 from crrg.config import from_dict, load_json, to_dict
@@ -94,9 +95,9 @@ class CRRGConfig:
     findings: RegionFindingsConfig | None = None
     image_findings: ImageFindingsConfig | None = None
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
-    #: calibration fitted on the validation split, per output: {"abnormality": {"a", "b"} (Platt),
-    #: "findings.nodule": ..., "image.pneumonia": ..., "zero_shot": {"temperature"}}; empty = raw
-    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: calibration fitted on the validation split, one scaling per output (crrg.calibration);
+    #: empty = raw sigmoid probabilities. Stored in config.json in Calibration's flat layout.
+    calibration: Calibration = field(default_factory=Calibration)
     #: "is this a frontal chest radiograph?" (crrg.input_check); None = no check
     input_check: InputCheckConfig | None = None
 
@@ -147,7 +148,7 @@ class CRRGModel(
         self.image_findings = ImageFindings(cfg.image_findings) if cfg.image_findings is not None else None
         self.input_check = InputChecker(cfg.input_check) if cfg.input_check is not None else None
 
-    def region_features(self, images: torch.Tensor | None, features: torch.Tensor,
+    def head_inputs(self, images: torch.Tensor | None, features: torch.Tensor,
                         embedding: torch.Tensor | None = None) -> torch.Tensor:
         """The features [B, N, D] the heads and the decoder read for detector features [B, N, D]
         of ``images`` [B, 1, S, S]: unchanged, or with ``clip_fusion`` plus the fused CLIP image

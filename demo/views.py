@@ -64,14 +64,6 @@ def percent(p: float) -> str:
     return f"{100 * p:.0f} %" if 0.005 <= p <= 0.995 else ("< 1 %" if p < 0.005 else "> 99 %")
 
 
-def _measure_name(result: Result, value: float) -> str:
-    """The measurement a sentence's value is (matched in ``result["measurements"]``)."""
-    for name, measured in (result.get("measurements") or {}).items():
-        if measured is not None and abs(measured - value) < 1e-6:
-            return name.replace("_", " ")
-    return "value"
-
-
 def evidence_text(result: Result, sentence: Mapping[str, Any]) -> str:
     """One line of plain text: the evidence kind, then the probability (as a percentage: of the
     finding stated, or of normal for a normal statement) or the measured value, then where."""
@@ -83,7 +75,7 @@ def evidence_text(result: Result, sentence: Mapping[str, Any]) -> str:
     if evidence.get("probability") is not None:
         parts.append(f"{sentence.get('finding') or 'normal'} {percent(evidence['probability'])}")
     if evidence.get("value") is not None:
-        parts.append(f"{_measure_name(result, evidence['value'])} {evidence['value']:.2f}")
+        parts.append(f"{(evidence.get('measurement') or 'value').replace('_', ' ')} {evidence['value']:.2f}")
     if kind == "image" or not sentence.get("regions"):
         parts.append("rests on the " + WHOLE_IMAGE)
     return " · ".join(parts)

@@ -4,13 +4,14 @@ and Platt fits that recover known parameters, JSON round trips, and the pipeline
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from crrg.calibration import (
-    Platt, Reliability, Temperature, apply, apply_to_probs, apply_torch, expected_calibration_error,
+    Calibration, Platt, Reliability, Temperature, apply, apply_to_probs, apply_torch, expected_calibration_error,
     fit_platt, fit_platt_scaling, fit_temperature, fit_temperature_scaling, from_json, logit, to_json,
 )
 
@@ -95,18 +96,34 @@ def test_fit_rejects_mismatched_inputs() -> None:
         fit_platt_scaling(np.zeros(5), np.zeros(4))
 
 
+def test_model_calibration_reads_and_writes_the_shipped_flat_layout() -> None:
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "assets/crrg-default/config.json").read_text())
+    calibration = Calibration.from_json(shipped["calibration"])
+    assert isinstance(calibration.abnormality, Platt) and isinstance(calibration.zero_shot, Temperature)
+    assert set(calibration.findings) == {"nodule", "opacity", "support device"}
+    assert set(calibration.image_findings) == {"pneumonia"}
+    assert calibration.to_json() == shipped["calibration"]
+    assert Calibration.from_json(None) == Calibration() and not Calibration()
+    with pytest.raises(ValueError, match="unknown calibrated output"):
+        Calibration.from_json({"abnormal": {"a": 1.0, "b": 0.0}})
+
+
 def test_pipeline_applies_the_calibration() -> None:
+    import dataclasses
+
     from crrg.pipeline import Pipeline
     from pipeline_fixture import tiny_model
 
     model = tiny_model()
-    model.config.calibration = {"abnormality": {"a": 0.5, "b": 1.0}, "zero_shot": {"temperature": 2.0}}
+    model.config = dataclasses.replace(model.config, calibration=Calibration(
+        abnormality=Platt(0.5, 1.0), zero_shot=Temperature(2.0)))
     pipe = Pipeline(model, device="cpu")
-    logits = torch.tensor([-2.0, 0.0, 3.0, -torch.inf])
-    assert torch.allclose(pipe._calibrated("abnormality", logits),
-                          torch.sigmoid(torch.tensor([0.0, 1.0, 2.5, -torch.inf])))
-    assert torch.allclose(pipe._calibrated("abnormality", logits),
-                          apply_torch(model.config.calibration["abnormality"], logits))
-    assert torch.allclose(pipe._calibrated("unknown", logits), torch.sigmoid(logits))
+    batch = torch.rand(2, 1, model.config.image_size, model.config.image_size)
+    found = pipe.detect(batch)
+    with torch.inference_mode():
+        logits = model.abnormality(found.features)  # [2, 29]
+    expected = torch.sigmoid(0.5 * logits + 1.0) * found.detected
+    assert torch.allclose(found.abnormality, expected, atol=1e-6)
+    assert torch.allclose(found.abnormality, apply_torch(Platt(0.5, 1.0), logits) * found.detected)
     p = torch.tensor([[0.9, 0.5]])
-    assert torch.allclose(pipe._zero_shot_calibrated(p), torch.sigmoid(torch.logit(p) / 2), atol=1e-6)
+    assert torch.allclose(pipe.calibrated_zero_shot(p), torch.sigmoid(torch.logit(p) / 2), atol=1e-6)

@@ -427,7 +427,8 @@ def _built(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio
         Sentence("There is a nodule in the right lower lung zone.", ("right lower lung zone",), "nodule",
                  Evidence("region", probability=0.87)),
         Sentence("The heart size is normal (cardiothoracic ratio 0.49).",
-                 ("cardiac silhouette", "right lung", "left lung"), None, Evidence("measurement", value=0.49)),
+                 ("cardiac silhouette", "right lung", "left lung"), None,
+                 Evidence("measurement", value=0.49, measurement="cardiothoracic_ratio")),
         Sentence("There is no radiographic evidence of pneumonia.", (), None, Evidence("image", probability=0.93)),
     )
     return ReportResult(image=image, width=W, height=H, regions=regions,

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crrg.calibration import Calibration, Platt
+
 from crrg.findings import (
     FINDING_REGIONS,
     POOL_REGIONS,
@@ -106,7 +108,9 @@ def test_assembled_heads_save_and_load(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / "out")
     loaded = CRRGModel.from_pretrained(str(tmp_path / "out"))
     assert loaded.config.grounding.region_thresholds == {"nodule": 0.3}
-    assert loaded.config.calibration == {"image.pneumonia": {"a": 2.0, "b": -1.0}}
+    assert loaded.config.calibration == Calibration(image_findings={"pneumonia": Platt(2.0, -1.0)})
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["calibration"] == {"image.pneumonia": {"a": 2.0, "b": -1.0}}  # the flat layout
     assert loaded.findings is not None and loaded.image_findings is not None
     for (k, v), w in zip(findings.state_dict().items(), loaded.findings.state_dict().values()):
         assert torch.allclose(v.float(), w.float(), atol=1e-2), k

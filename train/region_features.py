@@ -24,14 +24,14 @@ from typing import Any
 import torch
 
 from crrg.pipeline import load, prepare
-from train.datasets import Prepared
+from train.datasets import PreparedData
 
 logger = logging.getLogger("train.region_features")
 CAPPED_SOURCES = ("kermany_pneumonia", "covid_radiography")
 SHARD = 256
 
 
-def select_images(prepared: Prepared, cap: int | None, seed: int = 0) -> list[dict[str, Any]]:
+def select_images(prepared: PreparedData, cap: int | None, seed: int = 0) -> list[dict[str, Any]]:
     """The prepared images to cache, deterministic order (sorted by path)."""
     rows = [r for r in prepared.images(None) if r.get("split") in ("train", "val", "test")
             and r.get("image")]
@@ -59,7 +59,7 @@ def _augmented(path: Path, key: str) -> Any:
 
 
 @torch.inference_mode()
-def extract(pipe: Any, prepared: Prepared, rows: list[dict[str, Any]], batch_size: int = 8,
+def extract(pipe: Any, prepared: PreparedData, rows: list[dict[str, Any]], batch_size: int = 8,
             augment: bool = False) -> list[dict[str, Any]]:
     model = pipe.model
     out = []
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    prepared = Prepared(args.prepared)
+    prepared = PreparedData(args.prepared)
     rows = select_images(prepared, args.cap)
     if args.augment:
         rows = [r for r in rows if r["split"] == "train"]

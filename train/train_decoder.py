@@ -28,7 +28,7 @@ from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
-from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
+from train.datasets import AugmentConfig, ImageDataset, ImageReader, PreparedData, collate_images, merge_records
 from train.engine import RunConfig
 from train.targets import (
     SentenceMatcher,
@@ -185,7 +185,7 @@ class DecoderStage(nn.Module):
 class SentenceFields:
     """``fields`` of stage 3: ``sentences`` [29] per image (+ stage-2 targets if requested)."""
 
-    def __init__(self, prepared: Prepared, cfg: DecoderRunConfig) -> None:
+    def __init__(self, prepared: PreparedData, cfg: DecoderRunConfig) -> None:
         every = prepared.sentences(None)
         if cfg.paired_notes:  # an image's own note sentences are its paired text
             every = every + note_sentences(prepared.images(None), paired=True)
@@ -215,7 +215,7 @@ class SentenceFields:
         return out
 
 
-def stage3_records(prepared: Prepared, fields: SentenceFields, split: str) -> list[dict[str, Any]]:
+def stage3_records(prepared: PreparedData, fields: SentenceFields, split: str) -> list[dict[str, Any]]:
     records = merge_records(prepared.regions(split), prepared.images(split))
     return [r for r in records if fields.usable(r)]
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         if model.config.decoder.token_ids is None:
             logger.warning("the decoder uses the full 50,257-token vocabulary: run train.pretrain_lm first "
                            "(compact vocabulary, much faster) and pass --decoder-from / --init")
-        prepared = Prepared(args.prepared, args.data)
+        prepared = PreparedData(args.prepared, args.data)
         fields = SentenceFields(prepared, cfg)
         records = stage3_records(prepared, fields, "train")
         weights = (1.0, 1.0)

@@ -30,7 +30,7 @@ from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
-from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
+from train.datasets import AugmentConfig, ImageDataset, ImageReader, PreparedData, collate_images, merge_records
 from train.engine import RunConfig
 from train.targets import auto_pos_weight, common_regions, paired_sentences, region_targets
 
@@ -190,18 +190,18 @@ def classifier_losses(selection: nn.Module, abnormality: nn.Module, features: Te
 
 
 # ------------------------------------------------------------------------------ data
-def stage1_records(prepared: Prepared, split: str) -> list[dict[str, Any]]:
+def stage1_records(prepared: PreparedData, split: str) -> list[dict[str, Any]]:
     return [r for r in prepared.regions(split) if r.get("boxes")]
 
 
-def stage2_records(prepared: Prepared, cfg: DetectorRunConfig, split: str) -> list[dict[str, Any]]:
+def stage2_records(prepared: PreparedData, cfg: DetectorRunConfig, split: str) -> list[dict[str, Any]]:
     records = merge_records(prepared.regions(split), prepared.images(split))
     if not cfg.unboxed_images:
         records = [r for r in records if r.get("boxes")]
     return records
 
 
-def region_target_fields(prepared: Prepared, cfg: DetectorRunConfig):
+def region_target_fields(prepared: PreparedData, cfg: DetectorRunConfig):
     """``fields`` function adding the stage-2 targets (precomputed per image)."""
     train_sentences = prepared.sentences("train")
     common_set = common_regions(train_sentences, cfg.common_threshold)
@@ -229,7 +229,7 @@ def pos_weights(cfg: DetectorRunConfig, records: list[dict[str, Any]], fields: A
     return sel, abn
 
 
-def build(stage: int, cfg: DetectorRunConfig, model: CRRGModel, prepared: Prepared
+def build(stage: int, cfg: DetectorRunConfig, model: CRRGModel, prepared: PreparedData
           ) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
     size = model.config.image_size
     reader = ImageReader(prepared, size, cache=cfg.cache_images)
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         fresh = state is None and args.init is None
         if fresh and cfg.pretrained_backbone and model.config.detector.backbone == "efficientnet_lite0":
             init_backbone(model)
-        prepared = Prepared(args.prepared, args.data)
+        prepared = PreparedData(args.prepared, args.data)
         module, train_set, val_set = build(args.stage, cfg, model, prepared)
         logger.info("%s: %d training images, %d validation images", name, len(train_set), len(val_set or []))
         common.fit(args, info, state, stage=name, model=model, module=module, dataset=train_set,

@@ -41,7 +41,7 @@ from crrg.findings import (
     RegionFindingsConfig,
     pooled_inputs,
 )
-from train.datasets import Prepared
+from train.datasets import PreparedData
 from train.fit_heads import FitConfig, fit
 from train.heads_data import HeadData, build, concat
 from train.region_features import load_features
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    prepared = Prepared(args.prepared)
+    prepared = PreparedData(args.prepared)
     data = build(prepared, load_features(args.features))
     logger.info("%d images with cached features", len(data.keys))
     args.out.mkdir(parents=True, exist_ok=True)
