@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ def logit(probs: Any, eps: float = 1e-6) -> np.ndarray:
 def _fit(logits: Any, labels: Any, platt: bool, max_iter: int = 200) -> tuple[float, float]:
     """(scale, bias) minimising the mean log loss of sigmoid(scale * z + bias) with LBFGS.
     Temperature scaling fits log(1 / T) (so T stays positive) and no bias."""
+    import torch  # lazily: reading a config's calibration (the demo's page) needs no torch
+
     x = torch.as_tensor(binary_logits(logits))
     y = torch.as_tensor(np.asarray(labels, dtype=np.float64))
     if x.shape != y.shape or not len(x):
@@ -157,6 +161,8 @@ def apply(params: Params, logits: Any) -> np.ndarray:
 
 def apply_torch(params: Params, logits: torch.Tensor) -> torch.Tensor:
     """:func:`apply` on a tensor of binary logits (any shape); infinite logits keep their sign."""
+    import torch
+
     calibration = _as_calibration(params)
     if calibration is not None:
         logits = torch.where(torch.isfinite(logits), calibration.scale(logits), logits)

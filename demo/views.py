@@ -7,6 +7,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from crrg.calibration import Calibration, Temperature
 from crrg.report import assemble_report
 from demo.drawing import CARDIAC_WIDTH_COLOR, REGION_COLORS, THORACIC_WIDTH_COLOR, ctr_of, is_finding, visible_regions
 from demo.messages import public_message
@@ -147,12 +148,12 @@ def sentence_card(result: Result, index: int) -> str:
             f'<p class="crrg-quote">{html.escape(sentence["text"])}</p></div>')
 
 
-def probability_note(calibration: Mapping[str, Any] | None) -> str:
+def probability_note(calibration: Calibration | None) -> str:
     """One line on what a label probability means, true to the model's ``config.calibration``."""
-    params = (calibration or {}).get("zero_shot") or {}
+    scaling = None if calibration is None else calibration.zero_shot
     tail = "they are not a diagnosis and may be miscalibrated on images from other hospitals."
-    if "temperature" in params or "a" in params:
-        how = "temperature" if "temperature" in params else "Platt"
+    if scaling is not None:
+        how = "temperature" if isinstance(scaling, Temperature) else "Platt"
         return (f"Probabilities are calibrated on the validation split of the training sources ({how} "
                 f"scaling); {tail}")
     return ('Probabilities are uncalibrated scores (a softmax of "label" vs "no label"); ' + tail)
