@@ -49,32 +49,6 @@ logger = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 WEIGHTS_NAME = "model.safetensors"
 
-MODEL_CARD = """---
-{{ card_data }}
----
-
-# crrg model: {{ variant | default("CRRG-CLIP", true) }}
-
-Region-guided chest X-ray report generation (RGRG design: Faster R-CNN over the 29 Chest ImaGenome
-regions, region-selection and abnormality classifiers, GPT-2 with pseudo self-attention) plus a CLIP
-model for zero-shot labels, as in CRRG-CLIP (arXiv 2501.01989). Weights written by `crrg`.
-
-{{ description | default("Randomly initialised or user-trained weights: see the training log that produced them.", true) }}
-
-**Research use only. Not a medical device; outputs are not a diagnosis.**
-
-Held-out results (from `metrics.json`, when the folder has one) are in the front matter's `model-index`.
-
-## Licence
-
-`{{ license_name }}`: see [LICENSE.md](LICENSE.md). The training data's terms are mixed and several
-are research-only or non-commercial, so the weights are for non-commercial research use only.
-
-- Code: {{ repo_url | default("crrg", true) }}
-- Paper: {{ paper_url | default("https://arxiv.org/abs/2501.01989", true) }}
-"""
-
-
 @dataclass
 class CRRGConfig:
     """The whole model. Component configs are owned by their modules."""
@@ -130,7 +104,7 @@ class CRRGModel(
     pipeline_tag=card.PIPELINE_TAG,
     tags=list(card.TAGS),
     paper_url="https://arxiv.org/abs/2501.01989",
-    model_card_template=MODEL_CARD,
+    model_card_template=card.MODEL_CARD,
 ):
     """All learned parts. ``CRRGModel.from_pretrained(folder)``; ``save_pretrained(folder)``."""
 
@@ -174,7 +148,7 @@ class CRRGModel(
         :mod:`crrg.card`: ``metrics`` (a ``train.evaluate`` dict or metrics.json path; also taken
         from ``model_card_kwargs["metrics"]``, the way ``push_to_hub`` passes it) is written to
         ``metrics.json``, else an existing ``metrics.json`` in the folder is used. A new README.md
-        is rendered from ``MODEL_CARD``; an existing one keeps its body and gets fresh front matter."""
+        is rendered from ``crrg.card.MODEL_CARD``; an existing one keeps its body and gets fresh front matter."""
         folder = Path(save_directory)
         cards = dict(kwargs.pop("model_card_kwargs", None) or {})
         metrics = cards.pop("metrics", None) if metrics is None else metrics
@@ -189,7 +163,7 @@ class CRRGModel(
 
     def generate_model_card(self, *args: Any, metrics: Mapping[str, Any] | None = None,
                             **kwargs: Any) -> ModelCard:
-        """``MODEL_CARD`` rendered with :func:`crrg.card.card_data` (config + ``metrics``)."""
+        """``crrg.card.MODEL_CARD`` rendered with :func:`crrg.card.card_data` (config + ``metrics``)."""
         data = card.card_data(self.config, metrics)
         info = self._hub_mixin_info
         return ModelCard.from_template(data, template_str=info.model_card_template, repo_url=info.repo_url,
