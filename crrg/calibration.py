@@ -134,16 +134,6 @@ def fit_platt_scaling(logits: Any, labels: Any) -> Platt:
     return Platt(a, b)
 
 
-def fit_temperature(logits: Any, labels: Any) -> dict[str, float]:
-    """:func:`fit_temperature_scaling` in the ``config.json`` form ``{"temperature"}``."""
-    return fit_temperature_scaling(logits, labels).to_json()
-
-
-def fit_platt(logits: Any, labels: Any) -> dict[str, float]:
-    """:func:`fit_platt_scaling` in the ``config.json`` form ``{"a", "b"}``."""
-    return fit_platt_scaling(logits, labels).to_json()
-
-
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow; sigmoid(-inf) = 0
 

@@ -12,7 +12,7 @@ import torch
 
 from crrg.calibration import (
     Calibration, Platt, Reliability, Temperature, apply, apply_to_probs, apply_torch, expected_calibration_error,
-    fit_platt, fit_platt_scaling, fit_temperature, fit_temperature_scaling, from_json, logit, to_json,
+    fit_platt_scaling, fit_temperature_scaling, from_json, logit, to_json,
 )
 
 
@@ -50,7 +50,6 @@ def test_temperature_recovers_the_overconfidence_and_lowers_ece() -> None:
     before = expected_calibration_error(apply(None, 4 * z), y).ece
     after = expected_calibration_error(apply(fitted, 4 * z), y).ece
     assert after < before / 4 and after < 0.02
-    assert fit_temperature(4 * z, y) == {"temperature": pytest.approx(fitted.temperature)}
 
 
 def test_temperature_on_prompt_pair_logits_is_a_softmax_temperature() -> None:
@@ -71,7 +70,6 @@ def test_platt_recovers_a_and_b() -> None:
     shifted = (z - 1.0) / 2.0  # true logit = 2 * shifted + 1
     fitted = fit_platt_scaling(shifted, y)
     assert fitted.a == pytest.approx(2.0, rel=0.08) and fitted.b == pytest.approx(1.0, abs=0.1)
-    assert fit_platt(shifted, y) == {"a": pytest.approx(fitted.a), "b": pytest.approx(fitted.b)}
     assert np.allclose(logit(apply(None, z)), z, atol=1e-4)
 
 

@@ -78,23 +78,10 @@ from train.eval_grounding import grounding_metrics
 from train.finding_labels import FindingLabeler
 from train.datasets import PreparedData, merge_records
 from train.targets import common_regions, paired_sentences, region_targets
+from train.tasks import ZERO_SHOT_TASKS, zero_shot_target
 
 logger = logging.getLogger("train.evaluate")
 
-@dataclass(frozen=True)
-class ZeroShotTask:
-    """A zero-shot task: ``label``'s calibrated probability scored on the test images of ``source``."""
-
-    name: str
-    label: str
-    source: str
-
-
-ZERO_SHOT_TASKS: tuple[ZeroShotTask, ...] = (
-    ZeroShotTask("pneumonia_vs_normal", "pneumonia", "kermany_pneumonia"),
-    ZeroShotTask("covid-19_vs_normal", "covid-19", "covid_radiography"),
-    ZeroShotTask("nodule_vs_none", "nodule", "jsrt_scr"),
-)
 CE_KEYS = ("micro_precision", "micro_recall", "micro_f1", "macro_f1", "example_f1", "n_reports")
 
 
@@ -160,13 +147,6 @@ def stratified_sample(records: Sequence[dict[str, Any]], n: int, seed: int) -> l
             if queue and len(out) < n:
                 out.append(queue.pop())
     return out
-
-
-def zero_shot_target(labels: dict[str, Any], label: str) -> int | None:
-    """1: ``label`` present; 0: a normal study (or ``label`` absent); None: anything else."""
-    if labels.get(label) == 1:
-        return 1
-    return 0 if labels.get("no finding") == 1 or labels.get(label) == 0 else None
 
 
 # ------------------------------------------------------------------------------ inference

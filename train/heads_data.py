@@ -1,4 +1,4 @@
-"""Tensors for training the evidence heads on cached tower outputs (:mod:`train.region_features`).
+"""Tensors for training the evidence heads on cached tower outputs (:mod:`train.cache_features`).
 
 One :class:`HeadData` holds, for N prepared images: the cached features, the region-level finding
 targets and masks (:class:`train.finding_labels.FindingLabeler`), the region-level abnormality

@@ -40,7 +40,7 @@ from train.targets import (
     note_sentences,
     sentence_pool,
 )
-from train.train_detector import classifier_losses, region_features
+from train.region_losses import classifier_losses, mixed_batch_features
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class DecoderStage(nn.Module):
         if cfg.cache_features:
             features, detected, det_losses = self.cached_features(batch)
         else:
-            features, detected, det_losses = region_features(
+            features, detected, det_losses = mixed_batch_features(
                 self.detector, batch["images"], batch["targets"], with_losses)  # [B, 29, D], [B, 29]
         if not cfg.train_detector:
             features = features.detach()  # [B, 29, D]
@@ -156,7 +156,7 @@ class DecoderStage(nn.Module):
         refs, images = batch["ref"], batch["images"]
         missing = [i for i, ref in enumerate(refs) if ref not in self._feature_cache]
         if missing:
-            features, detected, _ = region_features(self.detector, images[missing], [None] * len(missing), False)
+            features, detected, _ = mixed_batch_features(self.detector, images[missing], [None] * len(missing), False)
             for i, f, d in zip(missing, features, detected):
                 self._feature_cache[refs[i]] = (f.to("cpu", torch.float16), d.cpu())
         cached = [self._feature_cache[ref] for ref in refs]
