@@ -6,20 +6,26 @@ scaling, and the expected calibration error (ECE) with its reliability bins.
   probability is sigmoid(positive - negative); pass ``[N, 2]`` logits and the difference is taken.
 - :class:`Platt`: probability = sigmoid(a * logit + b).
 
-Both serialise to the plain JSON dicts that ``config.json`` stores under ``calibration`` (one per
-output): ``{"temperature": T}`` and ``{"a": a, "b": b}`` (:func:`to_json`, :func:`from_json`).
-:func:`apply` (numpy) and :func:`apply_torch` turn logits into calibrated probabilities; a logit of
--inf (a region that was not detected) stays probability 0.
+Both serialise to plain JSON dicts: ``{"temperature": T}`` and ``{"a": a, "b": b}`` (:func:`to_json`,
+:func:`from_json`). :func:`apply` (numpy) and :func:`apply_torch` turn logits into calibrated
+probabilities; a logit of -inf (a region that was not detected) stays probability 0.
+
+:class:`Calibration` is a model's whole calibration, one scaling per output: written by
+``train.train_heads``, stored in ``config.json`` under ``calibration`` (the flat layout
+``{"abnormality": ..., "findings.<name>": ..., "image.<name>": ..., "zero_shot": ...}``) and read
+by :class:`crrg.pipeline.Pipeline` and the demo.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Union
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,11 @@ class Platt:
         return {"a": float(self.a), "b": float(self.b)}
 
 
-Calibration = Union[Temperature, Platt]
-Params = Union[Calibration, Mapping[str, float], None]
+Scaling = Union[Temperature, Platt]
+Params = Union[Scaling, Mapping[str, float], None]
 
 
-def from_json(params: Mapping[str, float] | None) -> Calibration | None:
+def from_json(params: Mapping[str, float] | None) -> Scaling | None:
     """The calibration stored in ``config.json`` (``None`` for an empty or missing entry)."""
     if not params:
         return None
@@ -64,11 +70,11 @@ def from_json(params: Mapping[str, float] | None) -> Calibration | None:
     raise ValueError(f"unknown calibration {dict(params)!r}: expected 'temperature' or 'a' and 'b'")
 
 
-def to_json(calibration: Calibration | None) -> dict[str, float]:
-    return {} if calibration is None else calibration.to_json()
+def to_json(scaling: Scaling | None) -> dict[str, float]:
+    return {} if scaling is None else scaling.to_json()
 
 
-def _as_calibration(params: Params) -> Calibration | None:
+def _as_calibration(params: Params) -> Scaling | None:
     return params if isinstance(params, (Temperature, Platt)) else from_json(params)
 
 
@@ -91,6 +97,8 @@ def logit(probs: Any, eps: float = 1e-6) -> np.ndarray:
 def _fit(logits: Any, labels: Any, platt: bool, max_iter: int = 200) -> tuple[float, float]:
     """(scale, bias) minimising the mean log loss of sigmoid(scale * z + bias) with LBFGS.
     Temperature scaling fits log(1 / T) (so T stays positive) and no bias."""
+    import torch  # lazily: reading a config's calibration (the demo's page) needs no torch
+
     x = torch.as_tensor(binary_logits(logits))
     y = torch.as_tensor(np.asarray(labels, dtype=np.float64))
     if x.shape != y.shape or not len(x):
@@ -126,16 +134,6 @@ def fit_platt_scaling(logits: Any, labels: Any) -> Platt:
     return Platt(a, b)
 
 
-def fit_temperature(logits: Any, labels: Any) -> dict[str, float]:
-    """:func:`fit_temperature_scaling` in the ``config.json`` form ``{"temperature"}``."""
-    return fit_temperature_scaling(logits, labels).to_json()
-
-
-def fit_platt(logits: Any, labels: Any) -> dict[str, float]:
-    """:func:`fit_platt_scaling` in the ``config.json`` form ``{"a", "b"}``."""
-    return fit_platt_scaling(logits, labels).to_json()
-
-
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow; sigmoid(-inf) = 0
 
@@ -153,6 +151,8 @@ def apply(params: Params, logits: Any) -> np.ndarray:
 
 def apply_torch(params: Params, logits: torch.Tensor) -> torch.Tensor:
     """:func:`apply` on a tensor of binary logits (any shape); infinite logits keep their sign."""
+    import torch
+
     calibration = _as_calibration(params)
     if calibration is not None:
         logits = torch.where(torch.isfinite(logits), calibration.scale(logits), logits)
@@ -162,6 +162,57 @@ def apply_torch(params: Params, logits: torch.Tensor) -> torch.Tensor:
 def apply_to_probs(params: Params, probs: Any) -> np.ndarray:
     """Calibrated probabilities from uncalibrated ones (e.g. a zero-shot prompt-pair softmax)."""
     return apply(params, logit(probs))
+
+
+FINDINGS_PREFIX, IMAGE_PREFIX = "findings.", "image."
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A model's calibration, one scaling per output (``None`` / absent: a plain sigmoid).
+
+    ``abnormality``: the region abnormality head; ``findings``: region-level finding heads, by
+    finding; ``image_findings``: image-level finding heads, by finding; ``zero_shot``: the
+    zero-shot prompt-pair logit (one temperature for every prompt)."""
+
+    abnormality: Scaling | None = None
+    findings: Mapping[str, Scaling] = field(default_factory=dict)
+    image_findings: Mapping[str, Scaling] = field(default_factory=dict)
+    zero_shot: Scaling | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.abnormality, self.findings, self.image_findings, self.zero_shot))
+
+    def to_json(self) -> dict[str, dict[str, float]]:
+        """The flat ``config.json`` layout (outputs without a scaling left out)."""
+        out: dict[str, dict[str, float]] = {}
+        if self.abnormality is not None:
+            out["abnormality"] = self.abnormality.to_json()
+        out.update({FINDINGS_PREFIX + k: v.to_json() for k, v in self.findings.items()})
+        out.update({IMAGE_PREFIX + k: v.to_json() for k, v in self.image_findings.items()})
+        if self.zero_shot is not None:
+            out["zero_shot"] = self.zero_shot.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Mapping[str, float]] | None) -> Calibration:
+        """From the flat ``config.json`` layout; an unknown output name is an error."""
+        data = dict(data or {})
+        findings, image, rest = {}, {}, {}
+        for key, params in data.items():
+            scaling = from_json(params)
+            if scaling is None:
+                continue
+            if key.startswith(FINDINGS_PREFIX):
+                findings[key.removeprefix(FINDINGS_PREFIX)] = scaling
+            elif key.startswith(IMAGE_PREFIX):
+                image[key.removeprefix(IMAGE_PREFIX)] = scaling
+            elif key in ("abnormality", "zero_shot"):
+                rest[key] = scaling
+            else:
+                raise ValueError(f"unknown calibrated output {key!r}: expected 'abnormality', 'zero_shot', "
+                                 f"'{FINDINGS_PREFIX}<finding>' or '{IMAGE_PREFIX}<finding>'")
+        return cls(findings=findings, image_findings=image, **rest)
 
 
 @dataclass(frozen=True)

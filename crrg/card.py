@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Protocol, Union
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-if TYPE_CHECKING:
-    from crrg.model import CRRGConfig
 
-Config = Union["CRRGConfig", Mapping[str, Any], None]
+class _Named(Protocol):  # a crrg.model.CRRGConfig (the card never imports the model: model -> card)
+    variant: str
+
+
+Config = Union[_Named, Mapping[str, Any], None]
 
 CARD_NAME = "README.md"
 METRICS_NAME = "metrics.json"
@@ -63,6 +66,32 @@ NLG_NAMES = {"bleu_1": ("bleu", "BLEU-1"), "bleu_2": ("bleu", "BLEU-2"), "bleu_3
              "bleu_4": ("bleu", "BLEU-4"), "meteor": ("meteor", "METEOR"), "rouge_l": ("rouge", "ROUGE-L"),
              "cider": ("cider", "CIDEr-D")}
 
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# crrg model: {{ variant | default("CRRG-CLIP", true) }}
+
+Region-guided chest X-ray report generation (RGRG design: Faster R-CNN over the 29 Chest ImaGenome
+regions, region-selection and abnormality classifiers, GPT-2 with pseudo self-attention) plus a CLIP
+model for zero-shot labels, as in CRRG-CLIP (arXiv 2501.01989). Weights written by `crrg`.
+
+{{ description | default("Randomly initialised or user-trained weights: see the training log that produced them.", true) }}
+
+**Research use only. Not a medical device; outputs are not a diagnosis.**
+
+Held-out results (from `metrics.json`, when the folder has one) are in the front matter's `model-index`.
+
+## Licence
+
+`{{ license_name }}`: see [LICENSE.md](LICENSE.md). The training data's terms are mixed and several
+are research-only or non-commercial, so the weights are for non-commercial research use only.
+
+- Code: {{ repo_url | default("crrg", true) }}
+- Paper: {{ paper_url | default("https://arxiv.org/abs/2501.01989", true) }}
+"""
+
+
 LICENSE_TEXT = """\
 # Licence of these weights: research use only, mixed training-data terms
 
@@ -92,99 +121,163 @@ def _number(value: Any) -> float | None:
     return round(float(value), DIGITS)
 
 
-def _dig(metrics: Mapping[str, Any], *keys: str) -> Any:
+class MissingMetric(ValueError):
+    """A metric the card shows is missing from metrics.json (a null value is fine: undefined)."""
+
+
+def _need(metrics: Mapping[str, Any], *keys: str) -> Any:
+    """``metrics[k1][k2]...``; a missing key is a :class:`MissingMetric` naming its path."""
     value: Any = metrics
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
+    for depth, key in enumerate(keys):
+        if not isinstance(value, Mapping) or key not in value:
+            raise MissingMetric(f"metrics.json has no {'.'.join(keys[:depth + 1])}: re-run train.evaluate "
+                                "(and train.merge_metrics) to write the card's figures")
+        value = value[key]
     return value
 
 
-def _group(task: tuple[str, str], dataset: tuple[str, str], config: str, split: str,
-           values: Sequence[tuple[str, str, Any]], args: Sequence[dict[str, Any] | None] | None = None
-           ) -> list[EvalResult]:
-    """One model-index result: a task on one dataset config, several metrics (missing ones skipped).
-    Task and dataset names are the group's, so the model-index round trip gives them back."""
-    out = []
-    for i, (metric_type, metric_name, raw) in enumerate(values):
-        value = _number(raw)
-        if value is None:
-            continue
-        out.append(EvalResult(task_type=task[0], task_name=task[1], dataset_type=dataset[0],
-                              dataset_name=dataset[1], dataset_config=config, dataset_split=split,
-                              metric_type=metric_type, metric_name=metric_name, metric_value=value,
-                              metric_args=args[i] if args else None))
-    return out
+@dataclass(frozen=True)
+class Figure:
+    """One metric on the card; ``value`` None = undefined (written as null), left off the card."""
+
+    metric_type: str
+    metric_name: str
+    value: float | None
+    args: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FigureGroup:
+    """A task on one dataset config: one model-index result per defined figure."""
+
+    task: tuple[str, str]  # (task type, task name)
+    dataset: tuple[str, str]  # (dataset type, dataset name)
+    config: str
+    figures: tuple[Figure, ...]
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    """The held-out figures the card shows, read from a ``train.evaluate`` metrics dict.
+
+    Sections ``detector``, ``abnormality``, ``zero_shot`` and ``reports`` are required; ``nlg``,
+    ``grounding``, ``measurements`` and ``input_check`` are shown when present (a model without
+    the part has none). Inside a section every figure must be there (:class:`MissingMetric`)."""
+
+    split: str
+    groups: tuple[FigureGroup, ...]
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any]) -> MetricsSummary:
+        split = str(metrics.get("split") or _need(metrics, "options", "split"))
+        groups = [_detector(metrics), _abnormality(metrics), *_zero_shot(metrics), *_reports(metrics)]
+        for key, section in (("nlg", _nlg), ("grounding", _grounding), ("measurements", _measurements),
+                             ("input_check", _input_check)):
+            if key in metrics:
+                groups += section(metrics)
+        return cls(split, tuple(groups))
+
+    def eval_results(self) -> list[EvalResult]:
+        """Hub eval results, values rounded to ``DIGITS``; undefined figures left out. Task and
+        dataset names are the group's, so the model-index round trip gives them back."""
+        return [EvalResult(task_type=g.task[0], task_name=g.task[1], dataset_type=g.dataset[0],
+                           dataset_name=g.dataset[1], dataset_config=g.config, dataset_split=self.split,
+                           metric_type=f.metric_type, metric_name=f.metric_name, metric_value=value,
+                           metric_args=f.args)
+                for g in self.groups for f in g.figures if (value := _number(f.value)) is not None]
+
+
+def _detector(m: Mapping[str, Any]) -> FigureGroup:
+    return FigureGroup(("object-detection", "Anatomical region detection (29 Chest ImaGenome regions)"),
+                       SILVER_BOXES, "mask-backed",
+                       (Figure("mean_iou", "Mean IoU (mask-backed boxes)", _need(m, "detector", "mask_backed", "mean_iou")),
+                        Figure("iou_50", "Boxes with IoU >= 0.5", _need(m, "detector", "mask_backed", "iou_50")),
+                        Figure("detection_rate", "Detection rate", _need(m, "detector", "mask_backed", "detection_rate"))))
+
+
+def _abnormality(m: Mapping[str, Any]) -> FigureGroup:
+    return FigureGroup(("image-classification", "Abnormality classification"), OPEN_TEST, "abnormality",
+                       (Figure("roc_auc", "Region abnormality AUC (detected regions)",
+                               _need(m, "abnormality", "pooled_detected", "auc")),
+                        Figure("roc_auc", "Image abnormality AUC (max over regions)",
+                               _need(m, "abnormality", "image_level", "auc"))))
+
+
+def _zero_shot(m: Mapping[str, Any]) -> list[FigureGroup]:
+    groups = []
+    for task in _need(m, "zero_shot"):
+        source = str(_need(m, "zero_shot", task, "source"))
+        kind, pretty = SOURCES.get(source, (source.replace("_", "-"), source))
+        groups.append(FigureGroup(
+            ("zero-shot-image-classification", "Zero-shot classification (label vs 'no label' prompts)"),
+            (kind, f"{pretty}: {task.replace('_', ' ')}"), task,
+            (Figure("roc_auc", "AUC", _need(m, "zero_shot", task, "auc")),
+             Figure("accuracy", "Accuracy", _need(m, "zero_shot", task, "accuracy")))))
+    return groups
+
+
+CE_TASK = ("image-to-text", "Report generation: clinical efficacy vs image labels")
+
+
+def _reports(m: Mapping[str, Any]) -> list[FigureGroup]:
+    return [FigureGroup(CE_TASK, OPEN_TEST, "ce-assessed-labels", (
+                Figure("precision", "CE micro precision (CheXpert 14, assessed labels)", _need(m, "reports", "micro_precision")),
+                Figure("recall", "CE micro recall (CheXpert 14, assessed labels)", _need(m, "reports", "micro_recall")),
+                Figure("f1", "CE micro F1 (CheXpert 14, assessed labels)", _need(m, "reports", "micro_f1")))),
+            FigureGroup(CE_TASK, OPEN_TEST, "ce-all-findings", (
+                Figure("f1", "CE micro F1 (16 findings, strict)", _need(m, "reports", "all_findings", "micro_f1")),))]
+
+
+def _nlg_figures(values: Mapping[str, Any]) -> tuple[Figure, ...]:
+    return tuple(Figure(*NLG_NAMES[k], values[k], {"max_order": int(k[-1])} if k.startswith("bleu_") else None)
+                 for k in NLG_NAMES if k in values)
+
+
+def _nlg(m: Mapping[str, Any]) -> list[FigureGroup]:
+    """NLG vs reference reports (when computed: ``skipped`` otherwise) and vs the clinical-note
+    sentences of the COVID note pairs (when evaluated: ``nlg.model``)."""
+    nlg, groups = m["nlg"], []
+    if not nlg.get("skipped"):
+        names = [SOURCES.get(s, (s, s)) for s in sorted(_need(m, "nlg", "by_source"))] or [("reports", "reference reports")]
+        dataset = ("+".join(t for t, _ in names), " + ".join(n for n, _ in names) + " reports")
+        groups.append(FigureGroup(("image-to-text", "Report generation: NLG vs reference reports"), dataset, "nlg",
+                                  _nlg_figures(nlg)))
+    if isinstance(nlg.get("model"), Mapping):
+        groups.append(FigureGroup(("image-to-text", "Report generation: NLG vs the image's own clinical-note sentences"),
+                                  NOTE_PAIRS, "note-pairs", _nlg_figures(nlg["model"])))
+    return groups
+
+
+def _grounding(m: Mapping[str, Any]) -> list[FigureGroup]:
+    return [FigureGroup(("image-to-text", "Report grounding: sentences true to their evidence"), OPEN_TEST, "grounding", (
+        Figure("f1", "Finding macro F1 (stated vs region-level truth)", _need(m, "grounding", "macro_f1")),
+        Figure("unsupported_share", "Share of sentences naming a location without evidence",
+               _need(m, "grounding", "unsupported_share")),
+        Figure("sensitivity", "Nodule sentence for nodules of subtlety >= 3",
+               _need(m, "grounding", "nodules", "sensitivity_by_subtlety", "3+", "sensitivity")),
+        Figure("side_accuracy", "Nodule sentence on the correct side", _need(m, "grounding", "nodules", "side_accuracy"))))]
+
+
+def _measurements(m: Mapping[str, Any]) -> list[FigureGroup]:
+    return [FigureGroup(("image-to-text", "Measured findings"), SILVER_BOXES, "cardiothoracic-ratio",
+                        (Figure("mae", "CTR mean absolute error vs masks",
+                                _need(m, "measurements", "cardiothoracic_ratio", "mae")),))]
+
+
+def _input_check(m: Mapping[str, Any]) -> list[FigureGroup]:
+    return [FigureGroup(("image-classification", "Input check: frontal chest radiograph or not"), OPEN_TEST,
+                        "input-check",
+                        (Figure("recall", "Non-radiograph inputs flagged", _need(m, "input_check", "test", "negatives_flagged")),
+                         Figure("false_positive_rate", "Real radiographs flagged", _need(m, "input_check", "test", "radiographs_flagged"))))]
 
 
 def eval_results(metrics: Mapping[str, Any]) -> list[EvalResult]:
-    """The headline held-out results of a ``train.evaluate`` metrics dict as hub eval results:
-    detector mean IoU (mask-backed boxes), abnormality AUC (regions and images), zero-shot AUC and
-    accuracy per task, report clinical efficacy (micro P/R/F1; strict micro F1) and, when computed,
-    NLG. Values rounded to ``DIGITS``; undefined (null) values are left out."""
-    split = str(metrics.get("split") or _dig(metrics, "options", "split") or "test")
-    results: list[EvalResult] = []
-    box = _dig(metrics, "detector", "mask_backed") or {}
-    results += _group(("object-detection", "Anatomical region detection (29 Chest ImaGenome regions)"),
-                      SILVER_BOXES, "mask-backed", split,
-                      [("mean_iou", "Mean IoU (mask-backed boxes)", box.get("mean_iou")),
-                       ("iou_50", "Boxes with IoU >= 0.5", box.get("iou_50")),
-                       ("detection_rate", "Detection rate", box.get("detection_rate"))])
-    results += _group(("image-classification", "Abnormality classification"), OPEN_TEST, "abnormality", split,
-                      [("roc_auc", "Region abnormality AUC (detected regions)",
-                        _dig(metrics, "abnormality", "pooled_detected", "auc")),
-                       ("roc_auc", "Image abnormality AUC (max over regions)",
-                        _dig(metrics, "abnormality", "image_level", "auc"))])
-    for task, entry in (metrics.get("zero_shot") or {}).items():
-        if not isinstance(entry, Mapping):
-            continue
-        source = str(entry.get("source", task))
-        kind, pretty = SOURCES.get(source, (source.replace("_", "-"), source))
-        results += _group(("zero-shot-image-classification", "Zero-shot classification (label vs 'no label' prompts)"),
-                          (kind, f"{pretty}: {task.replace('_', ' ')}"), task, split,
-                          [("roc_auc", "AUC", entry.get("auc")), ("accuracy", "Accuracy", entry.get("accuracy"))])
-    reports = metrics.get("reports") or {}
-    ce_task = ("image-to-text", "Report generation: clinical efficacy vs image labels")
-    results += _group(ce_task, OPEN_TEST, "ce-assessed-labels", split,
-                      [("precision", "CE micro precision (CheXpert 14, assessed labels)", reports.get("micro_precision")),
-                       ("recall", "CE micro recall (CheXpert 14, assessed labels)", reports.get("micro_recall")),
-                       ("f1", "CE micro F1 (CheXpert 14, assessed labels)", reports.get("micro_f1"))])
-    results += _group(ce_task, OPEN_TEST, "ce-all-findings", split,
-                      [("f1", "CE micro F1 (16 findings, strict)", _dig(reports, "all_findings", "micro_f1"))])
-    nlg = metrics.get("nlg") or {}
-    if not nlg.get("skipped"):
-        names = [SOURCES.get(s, (s, s)) for s in sorted(nlg.get("by_source") or {})] or [("reports", "reference reports")]
-        dataset = ("+".join(t for t, _ in names), " + ".join(n for n, _ in names) + " reports")
-        keys = [k for k in NLG_NAMES if k in nlg]
-        results += _group(("image-to-text", "Report generation: NLG vs reference reports"), dataset, "nlg", split,
-                          [(*NLG_NAMES[k], nlg[k]) for k in keys],
-                          [{"max_order": int(k[-1])} if k.startswith("bleu_") else None for k in keys])
-    notes = nlg.get("model")
-    if isinstance(notes, Mapping):
-        keys = [k for k in NLG_NAMES if k in notes]
-        results += _group(("image-to-text", "Report generation: NLG vs the image's own clinical-note sentences"),
-                          NOTE_PAIRS, "note-pairs", split, [(*NLG_NAMES[k], notes[k]) for k in keys],
-                          [{"max_order": int(k[-1])} if k.startswith("bleu_") else None for k in keys])
-    grounding = metrics.get("grounding") or {}
-    results += _group(("image-to-text", "Report grounding: sentences true to their evidence"), OPEN_TEST,
-                      "grounding", split,
-                      [("f1", "Finding macro F1 (stated vs region-level truth)", grounding.get("macro_f1")),
-                       ("unsupported_share", "Share of sentences naming a location without evidence",
-                        grounding.get("unsupported_share")),
-                       ("sensitivity", "Nodule sentence for nodules of subtlety >= 3",
-                        _dig(grounding, "nodules", "sensitivity_by_subtlety", "3+", "sensitivity")),
-                       ("side_accuracy", "Nodule sentence on the correct side",
-                        _dig(grounding, "nodules", "side_accuracy"))])
-    ctr = _dig(metrics, "measurements", "cardiothoracic_ratio") or {}
-    results += _group(("image-to-text", "Measured findings"), SILVER_BOXES, "cardiothoracic-ratio", split,
-                      [("mae", "CTR mean absolute error vs masks", ctr.get("mae"))])
-    check = _dig(metrics, "input_check", "test") or {}
-    results += _group(("image-classification", "Input check: frontal chest radiograph or not"), OPEN_TEST,
-                      "input-check", split,
-                      [("recall", "Non-radiograph inputs flagged", check.get("negatives_flagged")),
-                       ("false_positive_rate", "Real radiographs flagged", check.get("radiographs_flagged"))])
-    return results
+    """The headline held-out results of a ``train.evaluate`` metrics dict as hub eval results
+    (:class:`MetricsSummary`): detector mean IoU (mask-backed boxes), abnormality AUC (regions and
+    images), zero-shot AUC and accuracy per task, report clinical efficacy (micro P/R/F1; strict
+    micro F1), NLG, grounding, CTR error and the input check when measured. A missing figure is a
+    :class:`MissingMetric`; undefined (null) values are left out."""
+    return MetricsSummary.from_metrics(metrics).eval_results()
 
 
 def _variant(config: Config) -> str | None:

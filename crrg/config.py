@@ -13,8 +13,11 @@ T = TypeVar("T")
 
 
 def _convert(tp: Any, value: Any) -> Any:
-    """Convert a JSON value to the annotated type (nested dataclasses and tuples)."""
+    """Convert a JSON value to the annotated type (nested dataclasses and tuples; a type with a
+    ``from_json`` classmethod reads its own JSON layout)."""
     origin = typing.get_origin(tp)
+    if isinstance(tp, type) and hasattr(tp, "from_json") and not isinstance(value, tp):
+        return tp.from_json(value)
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return from_dict(tp, value)
     if origin in (typing.Union, types.UnionType):
@@ -46,9 +49,22 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**{k: _convert(hints[k], v) for k, v in data.items()})
 
 
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "to_json") and dataclasses.is_dataclass(obj):
+        return obj.to_json()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
-    """JSON-friendly dict of a dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(obj)))
+    """JSON-friendly dict of a dataclass (tuples become lists; a field type with ``to_json``
+    writes its own layout, which its ``from_json`` reads back)."""
+    return json.loads(json.dumps(_plain(obj)))
 
 
 def load_json(cls: type[T], path: str | Path) -> T:

@@ -78,7 +78,7 @@ def measurement_sentence(measured: Measured) -> Sentence:
     """A measured finding (:class:`crrg.measurements.Measured`, e.g. the heart size from the CTR)
     as a sentence with ``measurement`` evidence for the regions it was measured on."""
     return Sentence(measured.text, measured.regions, measured.finding,
-                    Evidence("measurement", value=float(measured.value)))
+                    Evidence("measurement", value=float(measured.value), measurement=measured.name))
 
 
 def join_regions(names: Sequence[str]) -> str:

@@ -5,7 +5,7 @@ detector (Faster R-CNN, 29 regions) -> region features [B, 29, D]
   -> decoder (GPT-2 with pseudo self-attention on the region feature) -> one sentence per region
 clip (open_clip) -> zero-shot label probabilities and prompt -> region scores.
 With ``clip_fusion`` (the default variant) the region features also carry the CLIP image
-embedding (:mod:`crrg.fusion`); :meth:`CRRGModel.region_features` is the one place that applies it.
+embedding (:mod:`crrg.fusion`); :meth:`CRRGModel.head_inputs` is the one place that applies it.
 
 Saved as a hub-style folder: config.json (the CRRGConfig) + model.safetensors (fp16 by default)
 + README.md model card (front matter from :mod:`crrg.card`, eval results from metrics.json) +
@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from crrg import card
+from crrg.calibration import Calibration
 from crrg.classifier import ClassifierConfig, RegionClassifier
 from crrg.clip import ClipConfig, CXRClip
 from crrg.config import from_dict, load_json, to_dict
@@ -48,32 +49,6 @@ logger = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 WEIGHTS_NAME = "model.safetensors"
 
-MODEL_CARD = """---
-{{ card_data }}
----
-
-# crrg model: {{ variant | default("CRRG-CLIP", true) }}
-
-Region-guided chest X-ray report generation (RGRG design: Faster R-CNN over the 29 Chest ImaGenome
-regions, region-selection and abnormality classifiers, GPT-2 with pseudo self-attention) plus a CLIP
-model for zero-shot labels, as in CRRG-CLIP (arXiv 2501.01989). Weights written by `crrg`.
-
-{{ description | default("Randomly initialised or user-trained weights: see the training log that produced them.", true) }}
-
-**Research use only. Not a medical device; outputs are not a diagnosis.**
-
-Held-out results (from `metrics.json`, when the folder has one) are in the front matter's `model-index`.
-
-## Licence
-
-`{{ license_name }}`: see [LICENSE.md](LICENSE.md). The training data's terms are mixed and several
-are research-only or non-commercial, so the weights are for non-commercial research use only.
-
-- Code: {{ repo_url | default("crrg", true) }}
-- Paper: {{ paper_url | default("https://arxiv.org/abs/2501.01989", true) }}
-"""
-
-
 @dataclass
 class CRRGConfig:
     """The whole model. Component configs are owned by their modules."""
@@ -94,9 +69,9 @@ class CRRGConfig:
     findings: RegionFindingsConfig | None = None
     image_findings: ImageFindingsConfig | None = None
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
-    #: calibration fitted on the validation split, per output: {"abnormality": {"a", "b"} (Platt),
-    #: "findings.nodule": ..., "image.pneumonia": ..., "zero_shot": {"temperature"}}; empty = raw
-    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: calibration fitted on the validation split, one scaling per output (crrg.calibration);
+    #: empty = raw sigmoid probabilities. Stored in config.json in Calibration's flat layout.
+    calibration: Calibration = field(default_factory=Calibration)
     #: "is this a frontal chest radiograph?" (crrg.input_check); None = no check
     input_check: InputCheckConfig | None = None
 
@@ -129,7 +104,7 @@ class CRRGModel(
     pipeline_tag=card.PIPELINE_TAG,
     tags=list(card.TAGS),
     paper_url="https://arxiv.org/abs/2501.01989",
-    model_card_template=MODEL_CARD,
+    model_card_template=card.MODEL_CARD,
 ):
     """All learned parts. ``CRRGModel.from_pretrained(folder)``; ``save_pretrained(folder)``."""
 
@@ -147,7 +122,7 @@ class CRRGModel(
         self.image_findings = ImageFindings(cfg.image_findings) if cfg.image_findings is not None else None
         self.input_check = InputChecker(cfg.input_check) if cfg.input_check is not None else None
 
-    def region_features(self, images: torch.Tensor | None, features: torch.Tensor,
+    def head_inputs(self, images: torch.Tensor | None, features: torch.Tensor,
                         embedding: torch.Tensor | None = None) -> torch.Tensor:
         """The features [B, N, D] the heads and the decoder read for detector features [B, N, D]
         of ``images`` [B, 1, S, S]: unchanged, or with ``clip_fusion`` plus the fused CLIP image
@@ -173,7 +148,7 @@ class CRRGModel(
         :mod:`crrg.card`: ``metrics`` (a ``train.evaluate`` dict or metrics.json path; also taken
         from ``model_card_kwargs["metrics"]``, the way ``push_to_hub`` passes it) is written to
         ``metrics.json``, else an existing ``metrics.json`` in the folder is used. A new README.md
-        is rendered from ``MODEL_CARD``; an existing one keeps its body and gets fresh front matter."""
+        is rendered from ``crrg.card.MODEL_CARD``; an existing one keeps its body and gets fresh front matter."""
         folder = Path(save_directory)
         cards = dict(kwargs.pop("model_card_kwargs", None) or {})
         metrics = cards.pop("metrics", None) if metrics is None else metrics
@@ -188,7 +163,7 @@ class CRRGModel(
 
     def generate_model_card(self, *args: Any, metrics: Mapping[str, Any] | None = None,
                             **kwargs: Any) -> ModelCard:
-        """``MODEL_CARD`` rendered with :func:`crrg.card.card_data` (config + ``metrics``)."""
+        """``crrg.card.MODEL_CARD`` rendered with :func:`crrg.card.card_data` (config + ``metrics``)."""
         data = card.card_data(self.config, metrics)
         info = self._hub_mixin_info
         return ModelCard.from_template(data, template_str=info.model_card_template, repo_url=info.repo_url,

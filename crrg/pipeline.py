@@ -33,30 +33,48 @@ logger = logging.getLogger(__name__)
 ImageInput = Any  # path, bytes, file-like, PIL image or numpy array (see crrg.images.load_image)
 
 
-@dataclass
-class _Regions:
-    """Per-region tensors of a batch of B images (region axis = crrg.regions order)."""
+@dataclass(frozen=True)
+class Regions:
+    """What :meth:`Pipeline.detect` finds in a batch of B images (region axis = crrg.regions order).
 
-    boxes: torch.Tensor  # [B, 29, 4] tensor pixels
-    scores: torch.Tensor  # [B, 29]
+    Every probability is the one a user gets: calibrated (``config.calibration``) and 0 for a
+    region that was not detected. Boxes are in the preprocessed tensor's pixels (see
+    :meth:`crrg.images.Geometry.to_original`)."""
+
+    boxes: torch.Tensor  # [B, 29, 4] tensor pixels, xyxy
+    scores: torch.Tensor  # [B, 29] detector score
     detected: torch.Tensor  # [B, 29] bool
-    features: torch.Tensor  # [B, 29, D]
-    selection: torch.Tensor  # [B, 29] probability
-    abnormal: torch.Tensor  # [B, 29] probability
-    feature_maps: Any
-    embedding: torch.Tensor | None = None  # [B, E] CLIP image embedding (clip_fusion models)
+    features: torch.Tensor  # [B, 29, D] what the heads and the decoder read (CRRGModel.head_inputs)
+    selection: torch.Tensor  # [B, 29] probability that the region gets a sentence
+    abnormality: torch.Tensor  # [B, 29] calibrated abnormality probability
+    feature_maps: Any  # the backbone maps (for a drawn box)
+    embedding: torch.Tensor | None = None  # [B, E] CLIP image embedding
     crops: torch.Tensor | None = None  # [B, 29, E] CLIP embeddings of the region crops
-    findings: torch.Tensor | None = None  # [B, 29, F] region-level finding probabilities
-    image_findings: torch.Tensor | None = None  # [B, F'] image-level finding probabilities
-    input_checks: list[InputCheck] | None = None  # per image (models with an input check)
+    findings: torch.Tensor | None = None  # [B, 29, F] calibrated region-level finding probabilities
+    image_findings: torch.Tensor | None = None  # [B, F'] calibrated image-level finding probabilities
+    finding_names: tuple[str, ...] = ()  # the F names of ``findings``
+    image_finding_names: tuple[str, ...] = ()  # the F' names of ``image_findings``
+    input_checks: tuple[InputCheck, ...] | None = None  # per image (models with an input check)
 
     def maps_of(self, b: int) -> Any:
         """The backbone maps of image ``b`` alone (for a drawn box)."""
         return type(self.feature_maps)((k, v[b:b + 1]) for k, v in self.feature_maps.items())
 
+    def region_findings(self, b: int) -> dict[str, list[float]]:
+        """{finding: [29] probabilities} of image ``b`` (empty without region-level heads)."""
+        if self.findings is None:
+            return {}
+        return dict(zip(self.finding_names, self.findings[b].T.tolist()))
+
+    def image_findings_of(self, b: int) -> dict[str, float]:
+        """{finding: probability} of image ``b`` (empty without an image-level head)."""
+        if self.image_findings is None:
+            return {}
+        return dict(zip(self.image_finding_names, map(float, self.image_findings[b].tolist())))
+
 
 @dataclass(frozen=True)
-class Prepared:
+class PreparedImage:
     """One decoded, preprocessed image: what :meth:`Pipeline.batch` consumes (a DataLoader can
     make these in worker processes, see :mod:`crrg.batch`)."""
 
@@ -67,6 +85,16 @@ class Prepared:
     geometry: Any  # crrg.images.Geometry
     preprocess_s: float = 0.0
     view: str | None = None  # "PA" / "AP" when the file says so (DICOM), else None
+
+
+@dataclass(frozen=True)
+class Composition:
+    """The written report of one image: ``composed`` is what :func:`crrg.grounding.compose`
+    returns (sentences with their evidence, the joined report, ...), ``measurements`` the values
+    measured on the detected anatomy (``None`` where the anatomy was not found)."""
+
+    composed: Any  # crrg.grounding.Composed
+    measurements: dict[str, float | None]
 
 
 class _Timer:
@@ -80,12 +108,12 @@ class _Timer:
         self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
-def prepare(image: ImageInput, size: int) -> Prepared:
+def prepare(image: ImageInput, size: int) -> PreparedImage:
     """Decode and preprocess one image (raises :class:`crrg.images.ImageError` on a bad input)."""
     start = time.perf_counter()
     loaded = load_image(image)
     tensor, geometry = preprocess(loaded, size=size)
-    return Prepared(loaded.source, loaded.width, loaded.height, tensor, geometry,
+    return PreparedImage(loaded.source, loaded.width, loaded.height, tensor, geometry,
                     time.perf_counter() - start, loaded.view)
 
 
@@ -115,8 +143,19 @@ class Pipeline:
     def default_prompts(self) -> list[str]:
         return list(self.config.prompts)
 
-    def prepare(self, image: ImageInput) -> Prepared:
+    # --- the stages, public: the pipeline and train.evaluate run exactly these -------------
+    def prepare(self, image: ImageInput) -> PreparedImage:
+        """Decode and preprocess one image (raises :class:`crrg.images.ImageError` on a bad input)."""
         return prepare(image, self.config.image_size)
+
+    def stack(self, prepared: Sequence[PreparedImage]) -> torch.Tensor:
+        """[B, 1, S, S] batch of prepared images on the pipeline's device."""
+        return torch.stack([p.tensor for p in prepared]).to(self.device)
+
+    def original_boxes(self, found: Regions, prepared: Sequence[PreparedImage]) -> list[list[list[float]]]:
+        """[B][29][4] boxes of ``found`` in each image's original pixels."""
+        return [torch.as_tensor(p.geometry.to_original(found.boxes[b].cpu())).tolist()
+                for b, p in enumerate(prepared)]
 
     def __call__(
         self,
@@ -137,7 +176,7 @@ class Pipeline:
     @torch.inference_mode()
     def batch(
         self,
-        images: Sequence[ImageInput | Prepared],
+        images: Sequence[ImageInput | PreparedImage],
         prompts: str | Sequence[str] | None = None,
         regions: Sequence[str] | None = None,
         box: Sequence[float] | None = None,
@@ -152,28 +191,22 @@ class Pipeline:
         if box is not None and (len(box) != 4 or not (box[2] > box[0] and box[3] > box[1])):
             raise ValueError(f"box must be (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {tuple(box)}")
         timer = _Timer()
-        prepared = [item if isinstance(item, Prepared) else self.prepare(item) for item in images]
-        count = len(prepared)
+        prepared = [item if isinstance(item, PreparedImage) else self.prepare(item) for item in images]
         with timer("preprocess"):
-            batch = torch.stack([p.tensor for p in prepared]).to(self.device)  # [B, 1, S, S]
+            batch = self.stack(prepared)  # [B, 1, S, S]
         with timer("detect"):
-            found = self._detect(batch)
-        chosen = self._choose(found, regions)  # [B, 29]
+            found = self.detect(batch)
+        chosen = self.choose(found, regions)  # [B, 29]
         beams = num_beams or self.config.num_beams
         with timer("generate"):
-            index = chosen.nonzero()  # [K, 2] (image, region), image-major
-            texts = self._generate(found.features[chosen], beams) if len(index) else []
+            written = self.write(found, chosen, beams)
             box_sentences = [self._box_sentence(found, b, p.geometry, box, beams) if box is not None else None
                              for b, p in enumerate(prepared)]
         with timer("report"):
-            written: list[dict[str, str]] = [{} for _ in prepared]
-            for (b, r), text in zip(index.tolist(), texts):
-                written[b][REGIONS[r]] = text
-            original = [torch.as_tensor(p.geometry.to_original(found.boxes[b].cpu())).tolist()
-                        for b, p in enumerate(prepared)]  # [B][29][4] boxes in original pixels
-            composed = [self._compose(found, b, original[b], written[b], p.view) for b, p in enumerate(prepared)]
+            original = self.original_boxes(found, prepared)
+            composed = [self.compose(found, b, original[b], written[b], p.view) for b, p in enumerate(prepared)]
         labels, label_regions = self._labels(batch, found, prompts, timer)
-        shared = {name: seconds / count for name, seconds in timer.times.items()}
+        shared = {name: seconds / len(prepared) for name, seconds in timer.times.items()}
         results = []
         for b, item in enumerate(prepared):
             times = dict(shared, preprocess=shared["preprocess"] + item.preprocess_s)
@@ -181,10 +214,11 @@ class Pipeline:
             results.append(ReportResult(
                 image=item.source, width=item.width, height=item.height,
                 regions=self._region_results(found, b, original[b], chosen[b], written[b]),
-                report=composed[b][0].report, labels=labels[b], label_regions=label_regions[b],
-                box_sentence=box_sentences[b], timings=times, sentences=composed[b][0].sentences,
-                measurements=composed[b][1],
+                report=composed[b].composed.report, labels=labels[b], label_regions=label_regions[b],
+                box_sentence=box_sentences[b], timings=times, sentences=composed[b].composed.sentences,
+                measurements=composed[b].measurements,
                 input_check=None if found.input_checks is None else found.input_checks[b],
+                image_findings=found.image_findings_of(b),
             ))
         return results
 
@@ -193,82 +227,64 @@ class Pipeline:
         labels = parse_prompts(prompts) or self.default_prompts
         tensor, _ = preprocess(load_image(image), size=self.config.image_size)
         with torch.inference_mode():
-            probs = self._zero_shot_calibrated(self.model.clip.zero_shot(tensor.unsqueeze(0).to(self.device), labels))[0]
+            probs = self.calibrated_zero_shot(self.model.clip.zero_shot(tensor.unsqueeze(0).to(self.device), labels))[0]
         return {label: float(p) for label, p in zip(labels, probs.tolist())}
 
-    # --- stages (batched: B images) ---------------------------------------------------------
-
-    def _detect(self, batch: torch.Tensor) -> _Regions:
-        out = self.model.detector.infer(batch, backbone_batch=self.backbone_batch)
-        embedding = None
+    @torch.inference_mode()
+    def detect(self, batch: torch.Tensor) -> Regions:
+        """Detector, CLIP image tower, region heads and input check over a [B, 1, S, S] batch:
+        every per-region output, with calibrated probabilities (:class:`Regions`)."""
         m = self.model
+        out = m.detector.infer(batch, backbone_batch=self.backbone_batch)
+        embedding = None
         if m.fusion is not None or m.image_findings is not None or m.input_check is not None:
             embedding = torch.cat([m.clip.encode_image(chunk) for chunk in batch.split(self.backbone_batch or len(batch))])
-        fused = self.model.region_features(batch, out.features, embedding)  # [B, 29, D]
-        selection = torch.sigmoid(self.model.selection(fused))  # [B, 29]
-        abnormal = self._calibrated("abnormality", self.model.abnormality(fused))  # [B, 29]
-        crops = findings = image = None
-        if self.model.findings is not None or self.model.image_findings is not None:
-            crops = self.model.clip.region_embeddings(batch, out.boxes, out.detected, crop_batch=self.crop_batch)
-        if self.model.findings is not None:
-            logits = self.model.findings(fused, crops)  # [B, 29, F]
-            findings = torch.stack([self._calibrated(f"findings.{name}", logits[..., j])
-                                    for j, name in enumerate(self.model.findings.config.findings)], dim=-1)
-            findings = findings * out.detected[..., None]
-        if self.model.image_findings is not None:
-            head = self.model.image_findings
-            logits = head(pooled_inputs(head.config.inputs, embedding, fused, crops, out.detected))
-            image = torch.stack([self._calibrated(f"image.{name}", logits[:, j])
-                                 for j, name in enumerate(head.config.findings)], dim=-1)  # [B, F']
+        fused = m.head_inputs(batch, out.features, embedding)  # [B, 29, D]
+        detected = out.detected
+        crops = None
+        if m.findings is not None or m.image_findings is not None:
+            crops = m.clip.region_embeddings(batch, out.boxes, detected, crop_batch=self.crop_batch)
+        findings, image = self._finding_probs(fused, crops, embedding, detected)
         checks = None
-        if self.model.input_check is not None:
-            checks = self.model.input_check.check(input_features(embedding, out.scores, batch))
-        return _Regions(
-            boxes=out.boxes, scores=out.scores, detected=out.detected, features=fused,
-            selection=selection * out.detected, abnormal=abnormal * out.detected,
+        if m.input_check is not None:
+            checks = tuple(m.input_check.check(input_features(embedding, out.scores, batch)))
+        return Regions(
+            boxes=out.boxes, scores=out.scores, detected=detected, features=fused,
+            selection=torch.sigmoid(m.selection(fused)) * detected,
+            abnormality=apply_torch(self.config.calibration.abnormality, m.abnormality(fused)) * detected,
             feature_maps=out.feature_maps, embedding=embedding, crops=crops, findings=findings,
             image_findings=image, input_checks=checks,
+            finding_names=tuple(m.findings.config.findings) if m.findings is not None else (),
+            image_finding_names=tuple(m.image_findings.config.findings) if m.image_findings is not None else (),
         )
 
-    def _zero_shot_calibrated(self, probs: torch.Tensor) -> torch.Tensor:
-        """Zero-shot softmax probabilities with the validation-fitted temperature on their logit
-        (the positive-minus-negative prompt logit); unchanged without one."""
-        params = self.config.calibration.get("zero_shot")
-        if not params:
-            return probs
-        return apply_torch(params, torch.logit(probs.clamp(1e-6, 1 - 1e-6)))
+    def _finding_probs(self, fused: torch.Tensor, crops: torch.Tensor | None, embedding: torch.Tensor | None,
+                       detected: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Calibrated region-level [B, 29, F] (0 where undetected) and image-level [B, F']
+        finding probabilities (``None`` without the head)."""
+        findings = image = None
+        calibration = self.config.calibration
+        if self.model.findings is not None:
+            logits = self.model.findings(fused, crops)  # [B, 29, F]
+            findings = torch.stack([apply_torch(calibration.findings.get(name), logits[..., j])
+                                    for j, name in enumerate(self.model.findings.config.findings)], dim=-1)
+            findings = findings * detected[..., None]
+        if self.model.image_findings is not None:
+            head = self.model.image_findings
+            logits = head(pooled_inputs(head.config.inputs, embedding, fused, crops, detected))
+            image = torch.stack([apply_torch(calibration.image_findings.get(name), logits[:, j])
+                                 for j, name in enumerate(head.config.findings)], dim=-1)  # [B, F']
+        return findings, image
 
-    def _calibrated(self, name: str, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities from logits through the model's calibration for ``name``
-        (:mod:`crrg.calibration`: Platt or temperature; none: a plain sigmoid). -inf gives 0."""
-        return apply_torch(self.config.calibration.get(name), logits)
+    @torch.inference_mode()
+    def zero_shot(self, batch: torch.Tensor, found: Regions, labels: Sequence[str]) -> torch.Tensor:
+        """[B, L] calibrated zero-shot probabilities of ``labels`` ("{label}" vs "no {label}")."""
+        probs = self.model.clip.zero_shot(batch, list(labels), image_features=found.embedding)  # [B, L]
+        return self.calibrated_zero_shot(probs)
 
-    def _compose(self, found: _Regions, b: int, boxes: list[list[float]], written: dict[str, str],
-                 view: str | None = None) -> tuple[Any, dict[str, float | None]]:
-        """(:class:`crrg.grounding.Composed`, measurements) of image ``b`` (``boxes``: its 29 boxes
-        in original pixels)."""
-        detected = found.detected[b].tolist()
-        named = {name: (boxes[i] if detected[i] else None) for i, name in enumerate(REGIONS)}
-        ratio = cardiothoracic_ratio(named)
-        measured = [] if ratio is None else [measurement_sentence(heart_size(ratio, view=view))]
-        region_findings = {}
-        if found.findings is not None:
-            values = found.findings[b].T.tolist()  # [F][29]
-            region_findings = dict(zip(self.model.findings.config.findings, values))
-        image_findings = {}
-        if found.image_findings is not None:
-            image_findings = dict(zip(self.model.image_findings.config.findings,
-                                      map(float, found.image_findings[b].tolist())))
-        grounding = self.config.grounding
-        evidence = ImageEvidence(detected=detected, abnormal=found.abnormal[b].tolist(),
-                                 region_findings=region_findings, image_findings=image_findings,
-                                 generated=written, measurements=measured)
-        composed = compose(evidence, grounding.region_thresholds, grounding.image_thresholds,
-                           self.config.abnormal_threshold, grounding.decoder_findings)
-        return composed, {"cardiothoracic_ratio": ratio}
-
-    def _choose(self, found: _Regions, regions: Sequence[str] | None) -> torch.Tensor:
-        """[B, 29] bool: regions that get a sentence (never an undetected one)."""
+    def choose(self, found: Regions, regions: Sequence[str] | None = None) -> torch.Tensor:
+        """[B, 29] bool: regions that get a sentence (never an undetected one): the model's
+        selection rule, or exactly the named ``regions``."""
         if regions is None:
             return self.model.select_regions(found.selection, found.detected)
         wanted = torch.zeros(NUM_REGIONS, dtype=torch.bool, device=found.detected.device)
@@ -279,33 +295,68 @@ class Pipeline:
             logger.info("requested regions not detected, no sentence: %s", ", ".join(missing))
         return wanted & found.detected
 
-    def _generate(self, features: torch.Tensor, beams: int) -> list[str]:
-        return self.model.decoder.generate(features, num_beams=beams)
+    @torch.inference_mode()
+    def write(self, found: Regions, chosen: torch.Tensor, num_beams: int | None = None) -> list[dict[str, str]]:
+        """{region: generated sentence} per image for the ``chosen`` [B, 29] regions, every image's
+        sentences decoded in one ``generate`` call."""
+        written: list[dict[str, str]] = [{} for _ in range(chosen.shape[0])]
+        index = chosen.nonzero()  # [K, 2] (image, region), image-major
+        if not len(index):
+            return written
+        texts = self.model.decoder.generate(found.features[chosen], num_beams=num_beams or self.config.num_beams)
+        for (b, r), text in zip(index.tolist(), texts):
+            written[b][REGIONS[r]] = text
+        return written
 
-    def _box_sentence(self, found: _Regions, b: int, geometry: Any, box: Sequence[float],
+    def compose(self, found: Regions, b: int, boxes: list[list[float]], written: dict[str, str],
+                view: str | None = None) -> Composition:
+        """The grounded report of image ``b`` (``boxes``: its 29 boxes in original pixels;
+        ``written``: the decoder's sentences) through :func:`crrg.grounding.compose`."""
+        detected = found.detected[b].tolist()
+        named = {name: (boxes[i] if detected[i] else None) for i, name in enumerate(REGIONS)}
+        ratio = cardiothoracic_ratio(named)
+        measured = [] if ratio is None else [measurement_sentence(heart_size(ratio, view=view))]
+        grounding = self.config.grounding
+        evidence = ImageEvidence(detected=detected, abnormal=found.abnormality[b].tolist(),
+                                 region_findings=found.region_findings(b),
+                                 image_findings=found.image_findings_of(b),
+                                 generated=written, measurements=measured)
+        composed = compose(evidence, grounding.region_thresholds, grounding.image_thresholds,
+                           self.config.abnormal_threshold, grounding.decoder_findings)
+        return Composition(composed, {"cardiothoracic_ratio": ratio})
+
+    def calibrated_zero_shot(self, probs: torch.Tensor) -> torch.Tensor:
+        """Zero-shot softmax probabilities with the validation-fitted temperature on their logit
+        (the positive-minus-negative prompt logit); unchanged without one."""
+        scaling = self.config.calibration.zero_shot
+        if scaling is None:
+            return probs
+        return apply_torch(scaling, torch.logit(probs.clamp(1e-6, 1 - 1e-6)))
+
+    # --- internal steps of batch() ------------------------------------------------------------
+    def _box_sentence(self, found: Regions, b: int, geometry: Any, box: Sequence[float],
                       beams: int) -> BoxSentence:
         original = torch.tensor([list(map(float, box))])
         scaled = torch.as_tensor(geometry.to_tensor(original), dtype=torch.float32).to(self.device)
         feature = self.model.detector.box_features(found.maps_of(b), [scaled])  # [1, D]
         embedding = None if found.embedding is None else found.embedding[b:b + 1]
-        feature = self.model.region_features(None, feature.unsqueeze(0), embedding)[0]  # [1, D]
+        feature = self.model.head_inputs(None, feature.unsqueeze(0), embedding)[0]  # [1, D]
         sentence = self.model.decoder.generate(feature, num_beams=beams)[0]
-        abnormal = torch.sigmoid(self.model.abnormality.score_any(feature))[0]
+        abnormal = apply_torch(self.config.calibration.abnormality, self.model.abnormality.score_any(feature))[0]
         return BoxSentence(box=tuple(float(v) for v in original[0].tolist()), sentence=sentence,
                            abnormal_prob=float(abnormal))
 
-    def _labels(self, batch: torch.Tensor, found: _Regions, prompts: Any, timer: _Timer
+    def _labels(self, batch: torch.Tensor, found: Regions, prompts: Any, timer: _Timer
                 ) -> tuple[list[dict[str, float]], list[dict[str, str | None]]]:
         count = batch.shape[0]
         labels = self.default_prompts if prompts is None else parse_prompts(prompts)
         if not labels:
             return [{} for _ in range(count)], [{} for _ in range(count)]
         with timer("clip"):
-            probs = self.model.clip.zero_shot(batch, labels, image_features=found.embedding)  # [B, L]
+            probs = self.zero_shot(batch, found, labels)  # [B, L]
             scores = self.model.clip.region_scores(batch, found.boxes, found.detected, labels,
                                                    crop_batch=self.crop_batch,
                                                    embeddings=found.crops)  # [B, L, 29]
-            probs = self._zero_shot_calibrated(probs)
         valid = torch.isfinite(scores)
         best = torch.where(valid, scores, -torch.inf).argmax(dim=-1).tolist()  # [B, L]
         any_valid = valid.any(dim=-1).tolist()  # [B, L]
@@ -316,10 +367,11 @@ class Pipeline:
                                 for i, label in enumerate(labels)})
         return out_probs, out_regions
 
-    def _region_results(self, found: _Regions, b: int, boxes: list[list[float]], chosen: torch.Tensor,
+    def _region_results(self, found: Regions, b: int, boxes: list[list[float]], chosen: torch.Tensor,
                         written: dict[str, str]) -> tuple[RegionResult, ...]:
         detected, scores = found.detected[b].tolist(), found.scores[b].tolist()
-        selection, abnormal, chosen_ = found.selection[b].tolist(), found.abnormal[b].tolist(), chosen.tolist()
+        selection, abnormal, chosen_ = found.selection[b].tolist(), found.abnormality[b].tolist(), chosen.tolist()
+        findings = found.region_findings(b)
         results = []
         for i, name in enumerate(REGIONS):
             results.append(RegionResult(
@@ -331,6 +383,7 @@ class Pipeline:
                 selected=bool(chosen_[i]),
                 abnormal=bool(detected[i]) and abnormal[i] > self.config.abnormal_threshold,
                 sentence=written.get(name),
+                findings={f: float(p[i]) for f, p in findings.items()} if detected[i] else {},
             ))
         return tuple(results)
 

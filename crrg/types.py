@@ -25,6 +25,9 @@ class RegionResult:
     selected: bool
     abnormal: bool
     sentence: str | None = None
+    #: calibrated region-level finding probabilities (models with finding heads; empty when the
+    #: region was not detected)
+    findings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +39,7 @@ class RegionResult:
             "selection_prob": None if self.selection_prob is None else round(self.selection_prob, 4),
             "abnormal_prob": None if self.abnormal_prob is None else round(self.abnormal_prob, 4),
             "sentence": self.sentence,
+            "findings": {k: round(v, 4) for k, v in self.findings.items()},
         }
 
 
@@ -50,21 +54,27 @@ class Evidence:
     sentence's ``regions``), ``"measurement"`` (a value computed from detected anatomy, in
     ``value``) or ``"image"`` (an image-level classifier: the sentence names no location).
     ``probability``: the calibrated probability of the finding (or of "normal" for a normal
-    statement) when a classifier gave it; ``value``: the measured value (e.g. the CTR).
+    statement) when a classifier gave it; ``value``: the measured value and ``measurement`` its
+    name (a key of :attr:`ReportResult.measurements`, e.g. ``"cardiothoracic_ratio"``).
     """
 
     kind: str
     probability: float | None = None
     value: float | None = None
+    measurement: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EVIDENCE_KINDS:
             raise ValueError(f"evidence kind must be one of {EVIDENCE_KINDS}, got {self.kind!r}")
+        if (self.kind == "measurement") != (self.measurement is not None):
+            raise ValueError("a measurement's evidence names its measurement, other evidence none: "
+                             f"kind {self.kind!r}, measurement {self.measurement!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind,
                 "probability": None if self.probability is None else round(self.probability, 4),
-                "value": None if self.value is None else round(self.value, 4)}
+                "value": None if self.value is None else round(self.value, 4),
+                "measurement": self.measurement}
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,8 @@ class ReportResult:
     #: values measured from the detected anatomy (``None`` where the anatomy was not found)
     measurements: dict[str, float | None] = field(default_factory=dict)
     input_check: InputCheck | None = None
+    #: calibrated image-level finding probabilities (models with an image-level head)
+    image_findings: dict[str, float] = field(default_factory=dict)
 
     def region(self, name: str) -> RegionResult:
         for region in self.regions:
@@ -148,6 +160,7 @@ class ReportResult:
             "sentences": [s.to_json() for s in self.sentences],
             "measurements": {k: None if v is None else round(v, 4) for k, v in self.measurements.items()},
             "input_check": None if self.input_check is None else self.input_check.to_json(),
+            "image_findings": {k: round(v, 4) for k, v in self.image_findings.items()},
             "labels": {k: round(v, 4) for k, v in self.labels.items()},
             "label_regions": self.label_regions,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},

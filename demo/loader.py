@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from crrg.calibration import Calibration
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,7 +47,7 @@ class PipelineLoader:
         self._prompts = [str(p) for p in config.get("prompts") or []]
         self.num_beams = int(config.get("num_beams") or 1)
         #: calibration fitted on the validation split (``CRRGConfig.calibration``), for the page's note
-        self.calibration = dict(config.get("calibration") or {})
+        self.calibration = Calibration.from_json(config.get("calibration"))
         self._pipeline: Any = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()

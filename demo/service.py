@@ -15,15 +15,18 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from crrg import DISCLAIMER
+from crrg.calibration import Calibration
 from crrg.images import load_image
 from crrg.prompts import parse_prompts
 from crrg.regions import REGIONS
+from crrg.types import ReportResult
 from demo.drawing import DISPLAY_MIN_SIDE, display_image, overlay_png
 from demo.messages import public_message
 from demo.views import withheld
@@ -38,19 +41,25 @@ MAX_EXAMPLES = 12
 class Analysis:
     """One analysed image as the UI shows it (kept in a ``gr.State`` per browser session).
 
-    ``result`` is ``ReportResult.to_json()`` with ``image`` set to the file's name; ``base`` is the
-    display image (RGB uint8) and ``scale`` = display pixels / original pixels. ``forced``: the
-    user ticked "Analyse anyway" for an image the input check rejected (:attr:`withheld` is then
-    false: the result is shown, with the warning).
+    ``report_result`` is the pipeline's typed result with ``image`` set to the file's name;
+    :attr:`result` its JSON (``ReportResult.to_json``: what the views show and the user downloads).
+    ``base`` is the display image (RGB uint8) and ``scale`` = display pixels / original pixels.
+    ``forced``: the user ticked "Analyse anyway" for an image the input check rejected
+    (:attr:`withheld` is then false: the result is shown, with the warning).
     """
 
     path: str
-    result: dict[str, Any]
+    report_result: ReportResult
     base: np.ndarray
     scale: float
     mode: str = "model"  # "model": regions the model selected; "custom": regions the user ticked
     extra: dict[str, str] = field(default_factory=dict)  # region -> sentence written on request
     forced: bool = False
+
+    @cached_property
+    def result(self) -> dict[str, Any]:
+        """The result's JSON (the boundary to the page; computed once per analysis)."""
+        return self.report_result.to_json()
 
     @property
     def withheld(self) -> bool:
@@ -64,13 +73,13 @@ class Analysis:
 
     @property
     def name(self) -> str:
-        return str(self.result.get("image", Path(self.path).name))
+        return self.report_result.image or Path(self.path).name
 
     def detected(self) -> list[str]:
-        return [r["name"] for r in self.result["regions"] if r.get("box") is not None]
+        return [r.name for r in self.report_result.regions if r.box is not None]
 
     def selected(self) -> list[str]:
-        return [r["name"] for r in self.result["regions"] if r.get("selected")]
+        return [r.name for r in self.report_result.regions if r.selected]
 
 
 class DemoService:
@@ -87,12 +96,12 @@ class DemoService:
         return list(self.pipeline.default_prompts)
 
     @property
-    def calibration(self) -> dict[str, Any]:
+    def calibration(self) -> Calibration:
         """The model's ``config.calibration`` (without loading it when the pipeline is a loader)."""
         calibration = getattr(self.pipeline, "calibration", None)
         if calibration is None:
             calibration = getattr(getattr(self.pipeline, "config", None), "calibration", None)
-        return dict(calibration or {})
+        return calibration if isinstance(calibration, Calibration) else Calibration.from_json(calibration)
 
     @property
     def default_beams(self) -> int:
@@ -103,12 +112,10 @@ class DemoService:
         return int(beams or 1)
 
     # --- inference (serialised: torch on a couple of cores) ----------------------------------
-    def _run(self, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _run(self, path: str, **kwargs: Any) -> ReportResult:
         with self._lock:
             result = self.pipeline(path, **kwargs)
-        data = result.to_json()
-        data["image"] = Path(path).name
-        return data
+        return replace(result, image=Path(path).name)
 
     def prompts(self, prompts: str | Sequence[str] | None) -> list[str]:
         """Prompt string/list -> clean list; empty -> the model's default prompts."""
@@ -120,7 +127,7 @@ class DemoService:
         pixels = load_image(path).pixels  # fails fast, with a typed error, on a bad file
         result = self._run(path, prompts=self.prompts(prompts), num_beams=num_beams)
         base, scale = display_image(pixels, min_side=DISPLAY_MIN_SIDE)
-        return Analysis(path=path, result=result, base=base, scale=scale)
+        return Analysis(path=path, report_result=result, base=base, scale=scale)
 
     def for_regions(self, analysis: Analysis, regions: Sequence[str], num_beams: int | None = None
                     ) -> Analysis:
@@ -129,20 +136,20 @@ class DemoService:
         if unknown:
             raise ValueError(f"unknown regions {unknown}; valid regions: {', '.join(REGIONS)}")
         result = self._run(analysis.path, prompts=[], regions=list(regions), num_beams=num_beams)
-        result["labels"] = analysis.result.get("labels", {})
-        result["label_regions"] = analysis.result.get("label_regions", {})
-        return replace(analysis, result=result, mode="custom", extra={})
+        kept = analysis.report_result
+        result = replace(result, labels=kept.labels, label_regions=kept.label_regions)
+        return replace(analysis, report_result=result, mode="custom", extra={})
 
     def relabel(self, analysis: Analysis, prompts: str | Sequence[str] | None) -> Analysis:
         """New zero-shot labels (and best-matching regions) for the same image; the rest is kept."""
         result = self._run(analysis.path, prompts=self.prompts(prompts), regions=[])
-        merged = dict(analysis.result, labels=result["labels"], label_regions=result["label_regions"])
-        return replace(analysis, result=merged)
+        merged = replace(analysis.report_result, labels=result.labels, label_regions=result.label_regions)
+        return replace(analysis, report_result=merged)
 
     def describe(self, analysis: Analysis, region: str, num_beams: int | None = None) -> str:
         """A sentence for one region on request (not merged into the report)."""
         result = self._run(analysis.path, prompts=[], regions=[region], num_beams=num_beams)
-        sentence = next((r["sentence"] for r in result["regions"] if r["name"] == region), None)
+        sentence = next((r.sentence for r in result.regions if r.name == region), None)
         if sentence is None:
             raise ValueError(f"region {region!r} was not detected in this image, so it has no sentence")
         return sentence
@@ -151,7 +158,7 @@ class DemoService:
                 ) -> dict[str, Any]:
         """A sentence for a user box (x1, y1, x2, y2 in original pixels): the ``box`` JSON entry."""
         result = self._run(analysis.path, prompts=[], regions=[], box=tuple(box), num_beams=num_beams)
-        return result["box"]
+        return result.to_json()["box"]
 
     def classify(self, path: str, prompts: str | Sequence[str] | None) -> dict[str, float]:
         with self._lock:
@@ -163,7 +170,7 @@ class DemoService:
         """The ``/report`` API: (report text, the CLI's JSON). An image the input check rejects
         gets ``("", {"image", "error", "input_check", "disclaimer"})`` as the CLI writes it,
         unless ``force`` (then the full result, which keeps ``input_check``)."""
-        result = self._run(path, prompts=self.prompts(prompts))
+        result = self._run(path, prompts=self.prompts(prompts)).to_json()
         if withheld(result, force):
             return "", withheld_record(result, "pass force=True to report it anyway")
         return result["report"], result

@@ -7,6 +7,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from crrg.calibration import Calibration, Temperature
 from crrg.report import assemble_report
 from demo.drawing import CARDIAC_WIDTH_COLOR, REGION_COLORS, THORACIC_WIDTH_COLOR, ctr_of, is_finding, visible_regions
 from demo.messages import public_message
@@ -64,14 +65,6 @@ def percent(p: float) -> str:
     return f"{100 * p:.0f} %" if 0.005 <= p <= 0.995 else ("< 1 %" if p < 0.005 else "> 99 %")
 
 
-def _measure_name(result: Result, value: float) -> str:
-    """The measurement a sentence's value is (matched in ``result["measurements"]``)."""
-    for name, measured in (result.get("measurements") or {}).items():
-        if measured is not None and abs(measured - value) < 1e-6:
-            return name.replace("_", " ")
-    return "value"
-
-
 def evidence_text(result: Result, sentence: Mapping[str, Any]) -> str:
     """One line of plain text: the evidence kind, then the probability (as a percentage: of the
     finding stated, or of normal for a normal statement) or the measured value, then where."""
@@ -83,7 +76,7 @@ def evidence_text(result: Result, sentence: Mapping[str, Any]) -> str:
     if evidence.get("probability") is not None:
         parts.append(f"{sentence.get('finding') or 'normal'} {percent(evidence['probability'])}")
     if evidence.get("value") is not None:
-        parts.append(f"{_measure_name(result, evidence['value'])} {evidence['value']:.2f}")
+        parts.append(f"{(evidence.get('measurement') or 'value').replace('_', ' ')} {evidence['value']:.2f}")
     if kind == "image" or not sentence.get("regions"):
         parts.append("rests on the " + WHOLE_IMAGE)
     return " · ".join(parts)
@@ -155,12 +148,12 @@ def sentence_card(result: Result, index: int) -> str:
             f'<p class="crrg-quote">{html.escape(sentence["text"])}</p></div>')
 
 
-def probability_note(calibration: Mapping[str, Any] | None) -> str:
+def probability_note(calibration: Calibration | None) -> str:
     """One line on what a label probability means, true to the model's ``config.calibration``."""
-    params = (calibration or {}).get("zero_shot") or {}
+    scaling = None if calibration is None else calibration.zero_shot
     tail = "they are not a diagnosis and may be miscalibrated on images from other hospitals."
-    if "temperature" in params or "a" in params:
-        how = "temperature" if "temperature" in params else "Platt"
+    if scaling is not None:
+        how = "temperature" if isinstance(scaling, Temperature) else "Platt"
         return (f"Probabilities are calibrated on the validation split of the training sources ({how} "
                 f"scaling); {tail}")
     return ('Probabilities are uncalibrated scores (a softmax of "label" vs "no label"); ' + tail)

@@ -4,14 +4,15 @@ and Platt fits that recover known parameters, JSON round trips, and the pipeline
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from crrg.calibration import (
-    Platt, Reliability, Temperature, apply, apply_to_probs, apply_torch, expected_calibration_error,
-    fit_platt, fit_platt_scaling, fit_temperature, fit_temperature_scaling, from_json, logit, to_json,
+    Calibration, Platt, Reliability, Temperature, apply, apply_to_probs, apply_torch, expected_calibration_error,
+    fit_platt_scaling, fit_temperature_scaling, from_json, logit, to_json,
 )
 
 
@@ -49,7 +50,6 @@ def test_temperature_recovers_the_overconfidence_and_lowers_ece() -> None:
     before = expected_calibration_error(apply(None, 4 * z), y).ece
     after = expected_calibration_error(apply(fitted, 4 * z), y).ece
     assert after < before / 4 and after < 0.02
-    assert fit_temperature(4 * z, y) == {"temperature": pytest.approx(fitted.temperature)}
 
 
 def test_temperature_on_prompt_pair_logits_is_a_softmax_temperature() -> None:
@@ -70,7 +70,6 @@ def test_platt_recovers_a_and_b() -> None:
     shifted = (z - 1.0) / 2.0  # true logit = 2 * shifted + 1
     fitted = fit_platt_scaling(shifted, y)
     assert fitted.a == pytest.approx(2.0, rel=0.08) and fitted.b == pytest.approx(1.0, abs=0.1)
-    assert fit_platt(shifted, y) == {"a": pytest.approx(fitted.a), "b": pytest.approx(fitted.b)}
     assert np.allclose(logit(apply(None, z)), z, atol=1e-4)
 
 
@@ -95,18 +94,34 @@ def test_fit_rejects_mismatched_inputs() -> None:
         fit_platt_scaling(np.zeros(5), np.zeros(4))
 
 
+def test_model_calibration_reads_and_writes_the_shipped_flat_layout() -> None:
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "assets/crrg-default/config.json").read_text())
+    calibration = Calibration.from_json(shipped["calibration"])
+    assert isinstance(calibration.abnormality, Platt) and isinstance(calibration.zero_shot, Temperature)
+    assert set(calibration.findings) == {"nodule", "opacity", "support device"}
+    assert set(calibration.image_findings) == {"pneumonia"}
+    assert calibration.to_json() == shipped["calibration"]
+    assert Calibration.from_json(None) == Calibration() and not Calibration()
+    with pytest.raises(ValueError, match="unknown calibrated output"):
+        Calibration.from_json({"abnormal": {"a": 1.0, "b": 0.0}})
+
+
 def test_pipeline_applies_the_calibration() -> None:
+    import dataclasses
+
     from crrg.pipeline import Pipeline
     from pipeline_fixture import tiny_model
 
     model = tiny_model()
-    model.config.calibration = {"abnormality": {"a": 0.5, "b": 1.0}, "zero_shot": {"temperature": 2.0}}
+    model.config = dataclasses.replace(model.config, calibration=Calibration(
+        abnormality=Platt(0.5, 1.0), zero_shot=Temperature(2.0)))
     pipe = Pipeline(model, device="cpu")
-    logits = torch.tensor([-2.0, 0.0, 3.0, -torch.inf])
-    assert torch.allclose(pipe._calibrated("abnormality", logits),
-                          torch.sigmoid(torch.tensor([0.0, 1.0, 2.5, -torch.inf])))
-    assert torch.allclose(pipe._calibrated("abnormality", logits),
-                          apply_torch(model.config.calibration["abnormality"], logits))
-    assert torch.allclose(pipe._calibrated("unknown", logits), torch.sigmoid(logits))
+    batch = torch.rand(2, 1, model.config.image_size, model.config.image_size)
+    found = pipe.detect(batch)
+    with torch.inference_mode():
+        logits = model.abnormality(found.features)  # [2, 29]
+    expected = torch.sigmoid(0.5 * logits + 1.0) * found.detected
+    assert torch.allclose(found.abnormality, expected, atol=1e-6)
+    assert torch.allclose(found.abnormality, apply_torch(Platt(0.5, 1.0), logits) * found.detected)
     p = torch.tensor([[0.9, 0.5]])
-    assert torch.allclose(pipe._zero_shot_calibrated(p), torch.sigmoid(torch.logit(p) / 2), atol=1e-6)
+    assert torch.allclose(pipe.calibrated_zero_shot(p), torch.sigmoid(torch.logit(p) / 2), atol=1e-6)

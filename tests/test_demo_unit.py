@@ -416,6 +416,11 @@ NOT_A_CXR = "This does not look like a frontal chest radiograph, so no report wa
 
 def _built(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio/3f9a0c1e2b/chest.png") -> dict:
     """A pipeline result built with the real result types (crrg.types), in its JSON form."""
+    return _typed(input_check, ctr, image).to_json()
+
+
+def _typed(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio/3f9a0c1e2b/chest.png"):
+    """A pipeline result built with the real result types (crrg.types)."""
     from crrg.types import Evidence, RegionResult, ReportResult, Sentence
 
     regions = tuple(RegionResult(n, CTR_BOXES.get(n), 0.9 if n in CTR_BOXES else 0.0,
@@ -427,28 +432,36 @@ def _built(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio
         Sentence("There is a nodule in the right lower lung zone.", ("right lower lung zone",), "nodule",
                  Evidence("region", probability=0.87)),
         Sentence("The heart size is normal (cardiothoracic ratio 0.49).",
-                 ("cardiac silhouette", "right lung", "left lung"), None, Evidence("measurement", value=0.49)),
+                 ("cardiac silhouette", "right lung", "left lung"), None,
+                 Evidence("measurement", value=0.49, measurement="cardiothoracic_ratio")),
         Sentence("There is no radiographic evidence of pneumonia.", (), None, Evidence("image", probability=0.93)),
     )
     return ReportResult(image=image, width=W, height=H, regions=regions,
                         report=" ".join(s.text for s in sentences), labels={"pneumonia": 0.07, "nodule": 0.81},
                         label_regions={"pneumonia": None, "nodule": "right lower lung zone"},
                         timings={"total": 0.5, "detect": 0.2}, sentences=sentences,
-                        measurements={"cardiothoracic_ratio": ctr}, input_check=input_check).to_json()
+                        measurements={"cardiothoracic_ratio": ctr}, input_check=input_check)
+
+
+def _rejected_typed(reason: str = NOT_A_CXR, **kwargs):
+    from crrg.types import InputCheck
+
+    return _typed(InputCheck(ok=False, score=0.04, reason=reason), **kwargs)
 
 
 def _rejected(**kwargs) -> dict:
-    from crrg.types import InputCheck
-
-    return _built(InputCheck(ok=False, score=0.04, reason=NOT_A_CXR), **kwargs)
+    return _rejected_typed(**kwargs).to_json()
 
 
-def _analysis(result: dict, forced: bool = False):
+def _analysis(result, forced: bool = False):
+    """An Analysis of a typed result (crrg.types.ReportResult)."""
+    from dataclasses import replace
+
     from demo.service import Analysis
 
     base = np.full((H, W, 3), 40, np.uint8)
-    return Analysis(path="/srv/uploads/chest.png", result=dict(result, image="chest.png"), base=base, scale=1.0,
-                    forced=forced)
+    return Analysis(path="/srv/uploads/chest.png", report_result=replace(result, image="chest.png"), base=base,
+                    scale=1.0, forced=forced)
 
 
 COMPONENTS = ("state", "focus", "corner", "sentence", "overlay", "legend", "check", "force", "report_view",
@@ -494,7 +507,7 @@ def test_an_older_result_without_sentences_is_rebuilt_from_the_regions() -> None
 def test_choosing_a_sentence_lights_its_boxes_on_the_overlay() -> None:
     from demo.events import focus_on
 
-    analysis = _analysis(_built(ctr=None))
+    analysis = _analysis(_typed(ctr=None))
     plain = focus_on(_c(), analysis, None, False)
     heart = focus_on(_c(), analysis, None, False, sentence=1)  # the CTR sentence: heart and both lungs
     assert heart["sentence"] == 1 and 'aria-pressed="true"' in heart["report_view"]
@@ -513,7 +526,7 @@ def test_clicking_a_sentence_twice_turns_it_off() -> None:
     from demo.events import Handlers
 
     h = Handlers(_c(), service=None, examples=[])
-    analysis = _analysis(_built())
+    analysis = _analysis(_typed())
     picked = h.pick_sentence(analysis, None, False, gr.SelectData(None, {"index": 0, "value": "x"}))
     assert picked["sentence"] == 0 and picked["focus"] is None
     again = h.pick_sentence(analysis, 0, False, gr.SelectData(None, {"index": 0, "value": "x"}))
@@ -553,7 +566,7 @@ def test_ctr_widths_are_drawn_where_the_boxes_put_them() -> None:
 def test_rejected_input_shows_the_reason_and_no_report_until_analyse_anyway() -> None:
     from demo.events import everything
 
-    analysis = _analysis(_rejected())
+    analysis = _analysis(_rejected_typed())
     assert analysis.withheld
     out = everything(_c(), analysis, show_all=False)
     assert NOT_A_CXR in out["check"] and "Analyse anyway" in out["check"] and "chest.png" in out["check"]
@@ -568,7 +581,7 @@ def test_rejected_input_shows_the_reason_and_no_report_until_analyse_anyway() ->
     assert set(shown) == {"image", "error", "input_check", "disclaimer"} and "report" not in shown
     assert shown["input_check"]["ok"] is False and "labels" not in shown
 
-    forced = everything(_c(), _analysis(_rejected(), forced=True), show_all=False)
+    forced = everything(_c(), _analysis(_rejected_typed(), forced=True), show_all=False)
     assert forced["report_text"] == analysis.result["report"]
     assert forced["report_view"].count('class="crrg-sentence"') == 3
     assert NOT_A_CXR in forced["check"] and "Analysed anyway" in forced["check"]  # the warning stays
@@ -576,7 +589,7 @@ def test_rejected_input_shows_the_reason_and_no_report_until_analyse_anyway() ->
     assert not np.array_equal(forced["overlay"], analysis.base) and forced["label_view"]
     assert forced["json_view"]["report"] == analysis.result["report"]
 
-    ok = everything(_c(), _analysis(_built()), show_all=False)
+    ok = everything(_c(), _analysis(_typed()), show_all=False)
     assert ok["check"] == "" and not ok["force"].visible and ok["report_text"]
 
 
@@ -586,7 +599,7 @@ def test_the_analyse_anyway_box_reveals_without_running_the_model() -> None:
     from demo.events import Handlers
 
     h = Handlers(_c(), service=None, examples=[])  # no service: nothing can run the model
-    analysis = _analysis(_rejected())
+    analysis = _analysis(_rejected_typed())
     shown = h.analyse_anyway(analysis, True, False)
     assert shown["state"].forced and shown["report_text"] == analysis.result["report"]
     hidden = h.analyse_anyway(shown["state"], False, False)
@@ -660,8 +673,9 @@ def test_input_check_messages_name_the_file_never_a_server_path() -> None:
     from demo.events import _analysable
     from demo.service import withheld_record
 
-    result = _rejected(image="/tmp/gradio/3f9a0c1e2b/noise.png")
-    result["input_check"]["reason"] = "/tmp/gradio/3f9a0c1e2b/noise.png: " + NOT_A_CXR
+    typed = _rejected_typed(reason="/tmp/gradio/3f9a0c1e2b/noise.png: " + NOT_A_CXR,
+                            image="/tmp/gradio/3f9a0c1e2b/noise.png")
+    result = typed.to_json()
     page = views.input_check_html(result)
     record = withheld_record(result, "tick Analyse anyway")
     for shown in (page, json.dumps(record)):
@@ -669,16 +683,18 @@ def test_input_check_messages_name_the_file_never_a_server_path() -> None:
     import gradio as gr
 
     with pytest.raises(gr.Error) as caught:
-        _analysable(_analysis(result))
+        _analysable(_analysis(typed))
     assert "/" not in str(caught.value).replace("http", "")
 
 
 def test_probability_note_says_what_a_probability_means() -> None:
-    calibrated = views.probability_note({"zero_shot": {"temperature": 1.7}})
+    from crrg.calibration import Calibration, Platt, Temperature
+
+    calibrated = views.probability_note(Calibration(zero_shot=Temperature(1.7)))
     assert "calibrated on the validation split" in calibrated and "temperature" in calibrated
     assert "not a diagnosis" in calibrated and "other hospitals" in calibrated
-    assert "Platt" in views.probability_note({"zero_shot": {"a": 1.2, "b": 0.1}})
-    raw = views.probability_note({})
+    assert "Platt" in views.probability_note(Calibration(zero_shot=Platt(1.2, 0.1)))
+    raw = views.probability_note(Calibration())
     assert "uncalibrated" in raw and "not a diagnosis" in raw
 
 

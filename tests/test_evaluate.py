@@ -3,6 +3,7 @@ prepared folder (generated images, tiny model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,11 +14,12 @@ import torch
 from pipeline_fixture import chest_like_png, tiny_model
 
 from crrg import DISCLAIMER
+from crrg.calibration import Calibration, Platt, Temperature
 from crrg.labels import FINDINGS
 from crrg.pipeline import Pipeline
 from crrg.regions import LUNG_REGIONS, REGIONS
 from train import evaluate as ev
-from train.datasets import Prepared
+from train.datasets import PreparedData
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -40,7 +42,7 @@ def _outputs(boxes: dict[str, list[float]], detected: set[str], width: int = 100
     det = np.array([r in detected for r in REGIONS])
     zeros = np.zeros(len(REGIONS))
     return ev.Outputs(width=width, height=height, boxes=all_boxes, detected=det, selection=zeros,
-                      abnormal=zeros, zero_shot={})
+                      abnormality=zeros, zero_shot={})
 
 
 def test_report_metrics_headline_and_strict_protocols() -> None:
@@ -234,7 +236,7 @@ def test_evaluate_end_to_end(prepared_dir: Path, weights: Path, tmp_path: Path) 
 
 
 def test_limit_keeps_test_split_per_source_and_nlg_skips(prepared_dir: Path) -> None:
-    prepared = Prepared(prepared_dir)
+    prepared = PreparedData(prepared_dir)
     records = ev.test_records(prepared, limit=1, seed=0)
     assert all(r["split"] == "test" for r in records)
     assert sorted(r["source"] for r in records) == sorted(
@@ -243,21 +245,28 @@ def test_limit_keeps_test_split_per_source_and_nlg_skips(prepared_dir: Path) -> 
 
 
 def test_batched_inference_matches_the_pipeline(prepared_dir: Path) -> None:
+    """Generated images, a tiny model with a calibration: the evaluation's outputs are the
+    pipeline's (tests/test_eval_parity.py does the same with the shipped model on real images)."""
     model = tiny_model(seed=0)
+    model.config = dataclasses.replace(model.config, calibration=Calibration(
+        abnormality=Platt(0.8, -1.5), zero_shot=Temperature(1.7)))
     pipe = Pipeline(model, device="cpu")
-    prepared = Prepared(prepared_dir)
+    prepared = PreparedData(prepared_dir)
     records = [r for r in ev.test_records(prepared, None, 0) if r["source"] == "jsrt_scr"]
     keys = {r["image"] for r in records}
-    outputs, failed = ev.run_inference(model, records, prepared, ["pneumonia"], keys, batch_size=2)
-    ev.generate_reports(model, outputs, keys, prepared, batch_size=2)
+    outputs, failed = ev.run_inference(pipe, [(k, prepared.path(k)) for k in sorted(keys)], ["pneumonia"],
+                                       batch_size=2)
+    ev.generate_reports(pipe, outputs, keys, prepared, batch_size=2)
     assert not failed
     for record in records:
         result = pipe(prepared.path(record["image"]), prompts=["pneumonia"])
         out = outputs[record["image"]]
         assert out.detected.any()
         assert [r.box is not None for r in result.regions] == out.detected.tolist()
-        for region, box in zip(result.regions, out.boxes):
+        for i, region in enumerate(result.regions):
             if region.box is not None:
-                assert np.allclose(region.box, box, atol=1e-2)
+                assert np.allclose(region.box, out.boxes[i], atol=1e-2)
+                assert math.isclose(region.abnormal_prob, out.abnormality[i], abs_tol=1e-5)
+                assert math.isclose(region.selection_prob, out.selection[i], abs_tol=1e-5)
         assert out.report == result.report
         assert math.isclose(out.zero_shot["pneumonia"], result.labels["pneumonia"], abs_tol=1e-5)

@@ -37,20 +37,20 @@ def test_fresh_fusion_is_the_identity_and_checks_shapes() -> None:
         fusion(torch.randn(29, 4), embedding)
 
 
-def test_region_features_carry_the_image_embedding() -> None:
+def test_head_inputs_carry_the_image_embedding() -> None:
     model = fused_tiny()
     images = torch.randn(2, 1, 128, 128)
     detector_features = torch.randn(1, 29, 32).expand(2, 29, 32)  # same for both images
     with torch.no_grad():
-        fused = model.region_features(images, detector_features)  # [2, 29, 32]
-        again = model.region_features(None, detector_features, model.clip.encode_image(images))
+        fused = model.head_inputs(images, detector_features)  # [2, 29, 32]
+        again = model.head_inputs(None, detector_features, model.clip.encode_image(images))
     assert fused.shape == (2, 29, 32) and torch.allclose(fused, again)
     assert not torch.allclose(fused[0], fused[1])  # differs by image, through CLIP only
     shift = fused - detector_features
     assert torch.allclose(shift[:, :1].expand_as(shift), shift, atol=1e-5)  # one shift for all regions of an image
-    assert torch.equal(tiny_model().region_features(images, detector_features), detector_features)
+    assert torch.equal(tiny_model().head_inputs(images, detector_features), detector_features)
     with pytest.raises(ValueError, match="embedding"):
-        model.region_features(None, detector_features)
+        model.head_inputs(None, detector_features)
 
 
 def test_fused_model_round_trip_and_pipeline(tmp_path: Path) -> None:

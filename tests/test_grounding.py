@@ -120,7 +120,7 @@ def test_measurement_sentence_replaces_the_decoder_heart_sentence() -> None:
                    measurements=[measurement_sentence(_MEASURED)])
     out = compose(ev)
     assert [s.text for s in out.sentences] == [_MEASURED.text]
-    assert out.sentences[0].evidence == Evidence("measurement", value=0.45)
+    assert out.sentences[0].evidence == Evidence("measurement", value=0.45, measurement="cardiothoracic_ratio")
 
 
 def test_every_sentence_kind_serialises_with_the_contract_fields() -> None:

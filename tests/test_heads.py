@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crrg.calibration import Calibration, Platt
+from crrg.classifier import ClassifierConfig
+
 from crrg.findings import (
     FINDING_REGIONS,
     POOL_REGIONS,
@@ -21,7 +24,7 @@ from crrg.findings import (
     pooled_inputs,
 )
 from crrg.regions import NUM_REGIONS, REGION_INDEX
-from train.fit_heads import FitConfig, fit, masked_bce
+from train.fit_heads import HeadFitConfig, fit, masked_bce
 from train.train_heads import binary_scores, finding_threshold, youden_threshold
 
 
@@ -62,7 +65,7 @@ def test_fit_lowers_the_masked_loss_on_a_learnable_task() -> None:
 
     with torch.no_grad():
         before = float(masked_bce(forward(head, idx), target[idx], known[idx]))
-    head, stats = fit(head, forward, idx[:200], idx[200:], target, known, FitConfig(epochs=30, batch_size=32, lr=5e-3))
+    head, stats = fit(head, forward, idx[:200], idx[200:], target, known, HeadFitConfig(epochs=30, batch_size=32, lr=5e-3))
     with torch.no_grad():
         after = float(masked_bce(forward(head, idx[200:]), target[200:], known[200:]))
     assert stats["last_train_loss"] < stats["first_train_loss"]
@@ -106,7 +109,9 @@ def test_assembled_heads_save_and_load(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / "out")
     loaded = CRRGModel.from_pretrained(str(tmp_path / "out"))
     assert loaded.config.grounding.region_thresholds == {"nodule": 0.3}
-    assert loaded.config.calibration == {"image.pneumonia": {"a": 2.0, "b": -1.0}}
+    assert loaded.config.calibration == Calibration(image_findings={"pneumonia": Platt(2.0, -1.0)})
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["calibration"] == {"image.pneumonia": {"a": 2.0, "b": -1.0}}  # the flat layout
     assert loaded.findings is not None and loaded.image_findings is not None
     for (k, v), w in zip(findings.state_dict().items(), loaded.findings.state_dict().values()):
         assert torch.allclose(v.float(), w.float(), atol=1e-2), k
@@ -157,3 +162,37 @@ def test_leave_one_source_out_never_trains_or_thresholds_on_the_held_out_source(
     for held in th.LOSO_SOURCES:
         assert out[held]["n"] == sum(1 for r in data.rows if r["source"] == held and r["split"] == "test")
         assert 0.0 <= out[held]["sensitivity"] <= 1.0 and 0.0 <= out[held]["specificity"] <= 1.0
+
+
+def test_heads_steps_write_a_calibration_the_model_reads(monkeypatch, tmp_path: Path) -> None:
+    """The steps of train.train_heads.main on synthetic cached features: every variant scored
+    under its frozen-dataclass key, thresholds per finding, and calibration.json in the layout
+    Calibration reads back (train.assemble -> config.json)."""
+    import dataclasses
+
+    import train.train_heads as th
+
+    data = _synthetic_data()
+    g = torch.Generator().manual_seed(1)
+    known = torch.ones_like(data.findings_known)
+    findings = (torch.rand(data.findings.shape, generator=g) < 0.2).float()
+    data = dataclasses.replace(data, findings=findings, findings_known=known,
+                               abnormal=(torch.rand(data.abnormal.shape, generator=g) < 0.3).float(),
+                               abnormal_known=torch.ones_like(data.abnormal_known))
+    monkeypatch.setattr(th, "ImageFindingsConfig",
+                        lambda inputs: ImageFindingsConfig(embed_dim=8, feature_dim=4, inputs=inputs))
+    monkeypatch.setattr(th, "RegionFindingsConfig",
+                        lambda findings: RegionFindingsConfig(feature_dim=4, crop_dim=8, hidden_dim=6, findings=findings))
+    monkeypatch.setattr(th, "ClassifierConfig", lambda: ClassifierConfig(feature_dim=4, hidden_dim=6))
+    monkeypatch.setattr(th, "INPUT_CHOICES", {"whole_image": ("embedding",)})
+    outcome = th.HeadsOutcome()
+    th.image_level_step(data, None, outcome)
+    th.region_findings_step(data, outcome)
+    th.abnormality_step(data, outcome)
+    th.write_outcome(tmp_path, outcome)
+    assert set(outcome.metrics["image_level"]["variants"]) == {"whole_image", "whole_image+balanced"}
+    assert set(outcome.region_thresholds) == set(REGION_FINDINGS)
+    stored = json.loads((tmp_path / "calibration.json").read_text())
+    assert set(stored) == {"abnormality", "image.pneumonia", *(f"findings.{f}" for f in REGION_FINDINGS)}
+    assert Calibration.from_json(stored) == outcome.calibration
+    assert set(json.loads((tmp_path / "metrics.json").read_text())["calibration"]) == set(stored)

@@ -147,10 +147,10 @@ def test_push_to_hub_uploads_card_metrics_and_licence(tmp_path: Path, monkeypatc
 
 
 def test_nlg_metrics_become_eval_results_when_computed() -> None:
-    metrics = {"split": "test", "nlg": {"n": 10, "by_source": {"iu_xray": 10}, "bleu_1": 0.3, "bleu_4": 0.1,
-                                         "rouge_l": 0.25, "cider": 0.4}}
+    metrics = METRICS | {"nlg": {"n": 10, "by_source": {"iu_xray": 10}, "bleu_1": 0.3, "bleu_4": 0.1,
+                                 "rouge_l": 0.25, "cider": 0.4}}
     rows = [(r.task_type, r.dataset_type, r.metric_type, r.metric_name, r.metric_value, r.metric_args)
-            for r in card.eval_results(metrics)]
+            for r in card.eval_results(metrics) if r.dataset_config == "nlg"]
     assert rows == [("image-to-text", "iu-xray", "bleu", "BLEU-1", 0.3, {"max_order": 1}),
                     ("image-to-text", "iu-xray", "bleu", "BLEU-4", 0.1, {"max_order": 4}),
                     ("image-to-text", "iu-xray", "rouge", "ROUGE-L", 0.25, None),
@@ -191,3 +191,29 @@ def test_shipped_card_eval_results_equal_its_metrics_json() -> None:
     assert by_name[("note-pairs", "ROUGE-L")] == round(metrics["nlg"]["model"]["rouge_l"], card.DIGITS)
     # The hand-written body survived the generated front matter.
     assert "## Limitations" in loaded.text and "## Upload to the hub" in loaded.text
+
+
+def test_a_missing_metric_is_an_error_not_a_gap() -> None:
+    for path in (("detector", "mask_backed", "iou_50"), ("zero_shot", "pneumonia_vs_normal", "accuracy"),
+                 ("reports", "all_findings"), ("abnormality",)):
+        broken = copy.deepcopy(METRICS)
+        parent = broken
+        for key in path[:-1]:
+            parent = parent[key]
+        del parent[path[-1]]
+        with pytest.raises(card.MissingMetric, match=".".join(path)):
+            card.eval_results(broken)
+    partial = copy.deepcopy(METRICS) | {"grounding": {"macro_f1": 0.5}}  # a section present in part
+    with pytest.raises(card.MissingMetric, match="grounding.unsupported_share"):
+        card.eval_results(partial)
+    # a null figure is undefined, not missing: left off the card
+    assert all(r.metric_name != "Image abnormality AUC (max over regions)" for r in card.eval_results(METRICS))
+
+
+def test_the_card_does_not_import_the_model() -> None:
+    import ast
+
+    tree = ast.parse(Path(card.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(name and name.startswith("crrg") for name in imported)

@@ -30,7 +30,7 @@ def test_source_augmentation_is_seeded_and_identity_at_p0() -> None:
 
 
 def test_cache_selection_caps_only_large_train_groups() -> None:
-    from train.region_features import select_images
+    from train.cache_features import select_images
 
     rows = [{"image": f"kermany_pneumonia/{i}.jpg", "source": "kermany_pneumonia", "split": "train",
              "abnormal": i % 2 == 0} for i in range(20)]

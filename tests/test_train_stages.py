@@ -21,7 +21,7 @@ from crrg.model import CRRGModel
 from crrg.regions import REGIONS
 from train import pretrain_lm, train_clip, train_decoder, train_detector
 from train.assemble import assemble
-from train.datasets import Prepared, merge_records
+from train.datasets import PreparedData, merge_records
 from train.train_decoder import DecoderRunConfig, SentenceFields
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -137,7 +137,7 @@ def test_stage3_open_data(work: dict[str, Path], stage2: Path, lm: Path) -> None
 
 
 def test_stage3_paired_data(work: dict[str, Path], stage2: Path, lm: Path) -> None:
-    prepared = Prepared(work["paired"])
+    prepared = PreparedData(work["paired"])
     fields = SentenceFields(prepared, DecoderRunConfig())
     records = merge_records(prepared.regions("train"), prepared.images("train"))
     record = records[0]
@@ -176,7 +176,7 @@ def test_clip_fusion_trains_in_stage2_and_feeds_stage3(work: dict[str, Path], st
 
 
 def test_clip(work: dict[str, Path]) -> None:
-    prepared = Prepared(work["prepared"])
+    prepared = PreparedData(work["prepared"])
     records = train_clip.clip_records(prepared, "train", pair_repeat=3)
     test_images = {r["image"] for r in prepared.images(None) if r["split"] != "train"}
     assert test_images and not test_images & {r["image"] for r in records}  # never a test image

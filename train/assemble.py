@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from crrg.calibration import Calibration
 from crrg.config import from_dict
 from crrg.findings import GroundingConfig, ImageFindings, ImageFindingsConfig, RegionFindings, RegionFindingsConfig
 from crrg.fusion import ClipFusion
@@ -50,7 +51,8 @@ def attach_heads(model: CRRGModel, folder: Path) -> None:
     model.abnormality.load_state_dict(bundle["abnormality"])
     grounding = from_dict(GroundingConfig, json.loads((folder / "grounding.json").read_text()))
     calibration_path = folder / "calibration.json"
-    calibration = json.loads(calibration_path.read_text()) if calibration_path.is_file() else {}
+    calibration = Calibration.from_json(json.loads(calibration_path.read_text())
+                                        if calibration_path.is_file() else None)
     model.config = dataclasses.replace(model.config, findings=findings.config, image_findings=image.config,
                                        grounding=grounding, calibration=calibration)
     model.findings, model.image_findings = findings.float(), image.float()

@@ -1,6 +1,6 @@
 """Datasets over a ``train.prepare`` folder: images with region boxes, targets and sentences.
 
-``Prepared`` reads ``meta.json`` / ``regions.jsonl`` / ``images.jsonl`` / ``sentences.jsonl``
+``PreparedData`` reads ``meta.json`` / ``regions.jsonl`` / ``images.jsonl`` / ``sentences.jsonl``
 (formats in :mod:`train.prepare`). Images go through :func:`crrg.images.load_image` and
 :func:`crrg.images.preprocess` (the same path as inference), boxes are mapped to tensor pixels
 with the returned geometry, then :func:`augment` applies light, box-aware augmentation: a small
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ the folder
-class Prepared:
+class PreparedData:
     """A folder written by ``python -m train.prepare`` (``data_root`` overrides meta.json's)."""
 
     def __init__(self, folder: str | Path, data_root: str | Path | None = None) -> None:
@@ -126,7 +126,7 @@ def augment(image: Tensor, geometry: Geometry, boxes: Tensor, cfg: AugmentConfig
 class ImageReader:
     """Path -> (preprocessed [1, S, S], geometry), optionally cached in memory as uint8."""
 
-    def __init__(self, prepared: Prepared, size: int, cache: bool = False) -> None:
+    def __init__(self, prepared: PreparedData, size: int, cache: bool = False) -> None:
         self.prepared, self.size, self.cache = prepared, size, cache
         self._cache: dict[str, tuple[Tensor, Geometry]] = {}
 

@@ -36,8 +36,12 @@ Without ``--prepared`` the data under ``--data`` is prepared into ``OUT/prepared
 ``--limit N`` keeps a seeded random N test images per source (quick runs); AUCs that are
 undefined (one class) are written as null with a ``note``.
 
-Inference is batched (detector, heads and CLIP per batch of images; the decoder over batches of
-selected regions across images) and replicates :class:`crrg.pipeline.Pipeline` exactly.
+Inference runs the stages of :class:`crrg.pipeline.Pipeline` itself (``prepare``, ``detect``,
+``zero_shot`` per batch of images; reports through ``Pipeline.batch``), so every score is what a
+user gets: calibrated probabilities, 0 for an undetected region, the pipeline's region-selection
+rule and the model's thresholds (``selection_threshold``, ``abnormal_threshold``; accuracy counts
+a probability at or above the threshold as positive). ``tests/test_eval_parity.py`` checks this on
+the shipped model and real images.
 """
 
 from __future__ import annotations
@@ -61,27 +65,23 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from crrg import DISCLAIMER
-from crrg.images import ImageError, load_image, preprocess_batch
+from crrg.images import ImageError, load_image
 from crrg.labels import CHEXPERT, FINDINGS
 from crrg.metrics import (binary_metrics, chexpert_reference, compute_classification, compute_clinical,
                           compute_nlg, label_matrix, roc_curve_png)
 from crrg.metrics.nlg import SCORERS
-from crrg.model import CRRGModel
+from crrg.model import CRRGConfig
+from crrg.pipeline import Pipeline
 from crrg.regions import REGION_INDEX, REGIONS
 from crrg.types import ReportResult
 from train.eval_grounding import grounding_metrics
 from train.finding_labels import FindingLabeler
-from train.datasets import Prepared, merge_records
+from train.datasets import PreparedData, merge_records
 from train.targets import common_regions, paired_sentences, region_targets
+from train.tasks import ZERO_SHOT_TASKS, zero_shot_target
 
 logger = logging.getLogger("train.evaluate")
 
-# task name -> (label whose zero-shot probability is scored, source whose test images are used)
-ZERO_SHOT_TASKS: dict[str, tuple[str, str]] = {
-    "pneumonia_vs_normal": ("pneumonia", "kermany_pneumonia"),
-    "covid-19_vs_normal": ("covid-19", "covid_radiography"),
-    "nodule_vs_none": ("nodule", "jsrt_scr"),
-}
 CE_KEYS = ("micro_precision", "micro_recall", "micro_f1", "macro_f1", "example_f1", "n_reports")
 
 
@@ -101,22 +101,24 @@ class EvalOptions:
 
 @dataclass
 class Outputs:
-    """Model outputs for one image: boxes in ORIGINAL pixels, probabilities as the pipeline's."""
+    """The pipeline's outputs for one image (:meth:`crrg.pipeline.Pipeline.detect`): boxes in
+    ORIGINAL pixels, calibrated probabilities, 0 for an undetected region."""
 
     width: int
     height: int
     boxes: np.ndarray  # [29, 4]
     detected: np.ndarray  # [29] bool
     selection: np.ndarray  # [29] probability x detected
-    abnormal: np.ndarray  # [29] probability x detected
-    zero_shot: dict[str, float]
-    features: torch.Tensor | None = None  # [29, D], kept for images that get a report
+    abnormality: np.ndarray  # [29] calibrated probability x detected
+    zero_shot: dict[str, float]  # label -> calibrated probability
+    findings: dict[str, np.ndarray] = field(default_factory=dict)  # finding -> [29] probability
+    image_findings: dict[str, float] = field(default_factory=dict)  # finding -> probability
     report: str | None = None
     sentences: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ data
-def test_records(prepared: Prepared, limit: int | None, seed: int, split: str = "test"
+def test_records(prepared: PreparedData, limit: int | None, seed: int, split: str = "test"
                  ) -> list[dict[str, Any]]:
     """Images of ``split`` (regions.jsonl and images.jsonl joined), at most ``limit`` per source."""
     records = [r for r in merge_records(prepared.regions(split), prepared.images(split))
@@ -147,66 +149,54 @@ def stratified_sample(records: Sequence[dict[str, Any]], n: int, seed: int) -> l
     return out
 
 
-def zero_shot_target(labels: dict[str, Any], label: str) -> int | None:
-    """1: ``label`` present; 0: a normal study (or ``label`` absent); None: anything else."""
-    if labels.get(label) == 1:
-        return 1
-    return 0 if labels.get("no finding") == 1 or labels.get(label) == 0 else None
-
-
 # ------------------------------------------------------------------------------ inference
-@torch.inference_mode()
-def run_inference(model: CRRGModel, records: Sequence[dict[str, Any]], prepared: Prepared,
-                  labels: Sequence[str], keep_features: set[str], batch_size: int
-                  ) -> tuple[dict[str, Outputs], list[str]]:
-    """Detector + heads + CLIP zero-shot over every record, in batches. Unreadable images are
-    logged and returned in the second list."""
-    device = next(model.parameters()).device
+def _prepare_chunk(pipe: Pipeline, images: Sequence[tuple[str, Path]], failed: list[str]
+                   ) -> list[tuple[str, Any]]:
+    out = []
+    for key, path in images:
+        try:
+            out.append((key, pipe.prepare(path)))
+        except (ImageError, OSError) as err:
+            logger.warning("skipped %s: %s", key, err)
+            failed.append(key)
+    return out
+
+
+def run_inference(pipe: Pipeline, images: Sequence[tuple[str, Path]], labels: Sequence[str],
+                  batch_size: int) -> tuple[dict[str, Outputs], list[str]]:
+    """The pipeline's stages (prepare, detect, zero-shot) over ``images`` ((key, path) pairs), in
+    batches. Unreadable images are logged and returned in the second list."""
     outputs: dict[str, Outputs] = {}
     failed: list[str] = []
-    bar = tqdm(total=len(records), desc="detect + classify + CLIP", unit="img")
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        loaded = []
-        for record in chunk:
-            try:
-                loaded.append((record["image"], load_image(prepared.path(record["image"]))))
-            except (ImageError, OSError) as err:
-                logger.warning("skipped %s: %s", record["image"], err)
-                failed.append(record["image"])
-        bar.update(len(chunk))
-        if not loaded:
+    bar = tqdm(total=len(images), desc="detect + classify + CLIP", unit="img")
+    for start in range(0, len(images), batch_size):
+        chunk = _prepare_chunk(pipe, images[start:start + batch_size], failed)
+        bar.update(min(batch_size, len(images) - start))
+        if not chunk:
             continue
-        batch, geometries = preprocess_batch([img for _, img in loaded], model.config.image_size)
-        batch = batch.to(device).contiguous(memory_format=torch.channels_last)  # [B, 1, S, S]
-        det = model.detector(batch)
-        detected = det.detected  # [B, 29]
-        embedding = model.clip.encode_image(batch)  # [B, E] once, for the fusion and zero-shot
-        features = model.region_features(batch, det.features, embedding)  # [B, 29, D]
-        selection = torch.sigmoid(model.selection(features)) * detected  # [B, 29]
-        abnormal = torch.sigmoid(model.abnormality(features)) * detected  # [B, 29]
-        probs = model.clip.zero_shot(batch, list(labels), image_features=embedding).cpu()  # [B, L]
-        for b, ((key, image), geometry) in enumerate(zip(loaded, geometries)):
+        prepared = [p for _, p in chunk]
+        batch = pipe.stack(prepared)  # [B, 1, S, S]
+        found = pipe.detect(batch)
+        probs = pipe.zero_shot(batch, found, labels).cpu() if labels else None  # [B, L]
+        boxes = pipe.original_boxes(found, prepared)
+        for b, (key, item) in enumerate(chunk):
             outputs[key] = Outputs(
-                width=image.width, height=image.height,
-                boxes=np.asarray(geometry.to_original(det.boxes[b].cpu())),
-                detected=detected[b].cpu().numpy(), selection=selection[b].cpu().numpy(),
-                abnormal=abnormal[b].cpu().numpy(), zero_shot=dict(zip(labels, probs[b].tolist())),
-                features=features[b].cpu() if key in keep_features else None,
+                width=item.width, height=item.height, boxes=np.asarray(boxes[b]),
+                detected=found.detected[b].cpu().numpy(), selection=found.selection[b].cpu().numpy(),
+                abnormality=found.abnormality[b].cpu().numpy(),
+                zero_shot={} if probs is None else dict(zip(labels, probs[b].tolist())),
+                findings={k: np.asarray(v) for k, v in found.region_findings(b).items()},
+                image_findings=found.image_findings_of(b),
             )
     bar.close()
     return outputs, failed
 
 
-@torch.inference_mode()
-def generate_reports(model: CRRGModel, outputs: dict[str, Outputs], keys: Iterable[str],
-                     prepared: Prepared, batch_size: int) -> dict[str, ReportResult]:
-    """Reports of ``keys`` exactly as the pipeline writes them (evidence heads, measurements,
-    :mod:`crrg.grounding`); fills ``report`` / ``sentences`` (the decoder's, per region) of
-    ``outputs`` and returns the full results (sentences with their evidence)."""
-    from crrg.pipeline import Pipeline
-
-    pipe = Pipeline(model, device=next(model.parameters()).device)
+def generate_reports(pipe: Pipeline, outputs: dict[str, Outputs], keys: Iterable[str],
+                     prepared: PreparedDataData, batch_size: int) -> dict[str, ReportResult]:
+    """Reports of ``keys`` as the pipeline writes them (:meth:`crrg.pipeline.Pipeline.batch`);
+    fills ``report`` / ``sentences`` (the decoder's, per region) of ``outputs`` and returns the
+    full results (sentences with their evidence)."""
     keys = [k for k in dict.fromkeys(keys) if k in outputs]
     results: dict[str, ReportResult] = {}
     for start in tqdm(range(0, len(keys), batch_size), desc="reports", unit="batch"):
@@ -296,7 +286,7 @@ def classifier_section(y: np.ndarray, score: np.ndarray, detected: np.ndarray, s
     }
 
 
-def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs], model: CRRGModel,
+def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs], config: CRRGConfig,
                        common: dict[str, float], paired: dict[str, list[dict[str, Any]]]
                        ) -> dict[str, Any]:
     """``{"abnormality": ..., "selection": ...}`` over the test images with labels."""
@@ -309,17 +299,17 @@ def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Out
     sources = [r["source"] for r in rows]
     sections = {}
     for name, key, attr, thr in (
-        ("abnormality", "abnormal", "abnormal", model.config.abnormal_threshold),
-        ("selection", "select", "selection", model.config.selection_threshold),
+        ("abnormality", "abnormal", "abnormality", config.abnormal_threshold),
+        ("selection", "select", "selection", config.selection_threshold),
     ):
         y = np.stack([np.where(t[f"{key}_mask"].numpy(), t[key].numpy(), np.nan)
                       for t in targets])  # [N, 29], NaN = unknown
         score = np.stack([getattr(o, attr) for o in outs])  # [N, 29]
         sections[name] = classifier_section(y, score, detected, sources, thr)
     image_y = [{True: 1.0, False: 0.0}.get(r.get("abnormal"), math.nan) for r in rows]
-    image_s = [float(o.abnormal.max()) for o in outs]
+    image_s = [float(o.abnormality.max()) for o in outs]
     sections["abnormality"]["image_level"] = _noted(
-        binary_metrics(image_y, image_s, model.config.abnormal_threshold))
+        binary_metrics(image_y, image_s, config.abnormal_threshold))
     sections["abnormality"]["image_level"]["score"] = "max region abnormal probability vs image flag"
     sections["selection"]["common_regions"] = common
     sections["selection"]["paired_images"] = sum(r["image"] in paired for r in rows)
@@ -330,7 +320,8 @@ def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Out
 def zero_shot_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs], out_dir: Path
                       ) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for task, (label, source) in ZERO_SHOT_TASKS.items():
+    for zs in ZERO_SHOT_TASKS:
+        task, label, source = zs.name, zs.label, zs.source
         pairs = [(zero_shot_target(r.get("labels") or {}, label), outputs[r["image"]].zero_shot[label])
                  for r in records if r["source"] == source and r["image"] in outputs]
         pairs = [(y, s) for y, s in pairs if y is not None]
@@ -409,7 +400,7 @@ def nlg_metrics(paired: Sequence[dict[str, Any]], outputs: dict[str, Outputs], m
             **compute_nlg(refs, hyps, metrics=metrics)}
 
 
-def plot_example(path: Path, record: dict[str, Any], out: Outputs, prepared: Prepared) -> Path:
+def plot_example(path: Path, record: dict[str, Any], out: Outputs, prepared: PreparedData) -> Path:
     """Image with the detected boxes (selected regions in colour) beside the report text."""
     import textwrap
 
@@ -431,7 +422,7 @@ def plot_example(path: Path, record: dict[str, Any], out: Outputs, prepared: Pre
         if chosen:
             ax.text(x1, y1, REGIONS[i], color="tab:orange", fontsize=6, va="bottom")
     labels = ", ".join(f"{k}={v}" for k, v in (record.get("labels") or {}).items() if v == 1)
-    zero_shot = ", ".join(f"{t[0]} {out.zero_shot[t[0]]:.2f}" for t in ZERO_SHOT_TASKS.values())
+    zero_shot = ", ".join(f"{t.label} {out.zero_shot[t.label]:.2f}" for t in ZERO_SHOT_TASKS)
     body = "\n".join(textwrap.fill(p, 70) for p in [
         f"{record['source']}: {Path(record['image']).name}", f"labels: {labels or '-'}",
         f"zero-shot CLIP: {zero_shot}", "",
@@ -469,18 +460,7 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def load_model(weights: str, device: str | None = None) -> CRRGModel:
-    """The model through the library's front door (:func:`crrg.load`), in eval mode, with
-    channels-last convolutions (about 2x faster on CPU, same outputs up to float rounding)."""
-    from crrg.pipeline import load
-
-    model = load(weights, device=device).model
-    model.detector.to(memory_format=torch.channels_last)
-    model.clip.to(memory_format=torch.channels_last)
-    return model
-
-
-def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions | None = None,
+def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptions | None = None,
              device: str | None = None) -> dict[str, Any]:
     """Run every evaluation on the held-out split (``options.split``, default test) of
     ``prepared``; writes and returns metrics.json."""
@@ -492,9 +472,12 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
         clock.append(time.perf_counter())
         times[name] = clock[-1] - clock[-2]
 
-    model = load_model(weights, device)
+    from crrg.pipeline import load
+
+    pipe = load(weights, device=device)  # the library's front door, as a user loads it
+    model = pipe.model
     lap("load")
-    labels = list(dict.fromkeys(t[0] for t in ZERO_SHOT_TASKS.values()))  # softmax is per label
+    labels = list(dict.fromkeys(t.label for t in ZERO_SHOT_TASKS))  # softmax is per label
     if opts.split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val' (never train), got {opts.split!r}")
     records = test_records(prepared, opts.limit, opts.seed, opts.split)
@@ -503,9 +486,10 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
     keep = list(dict.fromkeys(r["image"] for r in [*sample, *paired_text]))  # ordered: same batches
     logger.info("%d test images %s; %d get a report, %d paired with text", len(records),
                 _count(r["source"] for r in records), len(sample), len(paired_text))
-    outputs, failed = run_inference(model, records, prepared, labels, set(keep), opts.batch_size)
+    outputs, failed = run_inference(pipe, [(r["image"], prepared.path(r["image"])) for r in records],
+                                    labels, opts.batch_size)
     lap("inference")
-    results = generate_reports(model, outputs, keep, prepared, opts.batch_size)
+    results = generate_reports(pipe, outputs, keep, prepared, opts.batch_size)
     lap("reports")
     sample = [r for r in sample if r["image"] in outputs]
     paired_text = [r for r in paired_text if r["image"] in outputs]
@@ -516,7 +500,7 @@ def evaluate(weights: str, prepared: Prepared, out: Path, options: EvalOptions |
         "image_size": model.config.image_size, "parameters": model.num_parameters(),
         "prepared": str(prepared.folder), "data_root": str(prepared.data_root), "split": opts.split,
         "options": vars(opts), "detector": detector_metrics(records, outputs),
-        **classifier_metrics(records, outputs, model, common,
+        **classifier_metrics(records, outputs, model.config, common,
                              paired_sentences(prepared.sentences(None))),
         "zero_shot": zero_shot_metrics(records, outputs, out),
         "zero_shot_prompts": {"positive": model.config.clip.positive,
@@ -597,7 +581,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = args.out / "prepared"
         logger.info("preparing %s into %s", data, folder)
         prepare(data, folder, iu_images=args.iu_images, mimic=args.mimic)
-    prepared = Prepared(folder, data_root=args.data)
+    prepared = PreparedData(folder, data_root=args.data)
     options = EvalOptions(limit=args.limit, report_limit=args.report_limit, examples=args.examples,
                           batch_size=args.batch_size, seed=args.seed,
                           nlg_metrics=tuple(args.nlg_metrics), split=args.split)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 
 @dataclass
-class FitConfig:
+class HeadFitConfig:
     epochs: int = 60
     batch_size: int = 128
     lr: float = 1e-3
@@ -42,7 +42,7 @@ def masked_bce(logits: Tensor, target: Tensor, known: Tensor, weight: Tensor | N
     return (loss * known).sum() / known.sum().clamp(min=1)
 
 
-def _sampler(n: int, groups: list[str] | None, cfg: FitConfig, rng: random.Random) -> list[int]:
+def _sampler(n: int, groups: list[str] | None, cfg: HeadFitConfig, rng: random.Random) -> list[int]:
     if not cfg.balance_sources or groups is None:
         order = list(range(n))
         rng.shuffle(order)
@@ -57,7 +57,7 @@ def _sampler(n: int, groups: list[str] | None, cfg: FitConfig, rng: random.Rando
 
 
 def fit(model: nn.Module, forward: Callable[[nn.Module, Tensor], Tensor], train: Tensor, val: Tensor,
-        target: Tensor, known: Tensor, cfg: FitConfig, groups: list[str] | None = None
+        target: Tensor, known: Tensor, cfg: HeadFitConfig, groups: list[str] | None = None
         ) -> tuple[nn.Module, dict[str, float]]:
     """Train ``model`` on rows ``train`` (indices), keep the epoch with the lowest val loss.
 

@@ -1,4 +1,4 @@
-"""Tensors for training the evidence heads on cached tower outputs (:mod:`train.region_features`).
+"""Tensors for training the evidence heads on cached tower outputs (:mod:`train.cache_features`).
 
 One :class:`HeadData` holds, for N prepared images: the cached features, the region-level finding
 targets and masks (:class:`train.finding_labels.FindingLabeler`), the region-level abnormality
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from crrg.findings import REGION_FINDINGS
 from crrg.regions import REGION_INDEX
-from train.datasets import Prepared
+from train.datasets import PreparedData
 from train.finding_labels import FindingLabeler
 from train.prepare import LUNG_DISEASE
 
@@ -66,7 +66,7 @@ class HeadData:
         return torch.tensor(keep, dtype=torch.long)
 
 
-def build(prepared: Prepared, features: dict[str, dict[str, Any]],
+def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
           findings: tuple[str, ...] = REGION_FINDINGS) -> HeadData:
     labeler = FindingLabeler(prepared.data_root, findings)
     boxes = {r["image"]: r["boxes"] for r in prepared.regions(None)}

@@ -239,9 +239,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     data = (args.data or default_data_dir()).resolve()
     if args.prepared is not None:
-        from train.datasets import Prepared
+        from train.datasets import PreparedData
 
-        prepared = Prepared(args.prepared, data_root=data if args.data else None)
+        prepared = PreparedData(args.prepared, data_root=data if args.data else None)
         records, root = prepared.images(None), prepared.data_root
     else:
         if not data.is_dir():

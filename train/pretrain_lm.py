@@ -26,7 +26,7 @@ from crrg.decoder import ReportDecoder
 from crrg.model import CRRGConfig, CRRGModel, get_config
 from crrg.tokenizer import build_token_ids
 from train import common
-from train.datasets import Prepared
+from train.datasets import PreparedData
 from train.engine import RunConfig
 from train.targets import sentence_pool
 
@@ -82,7 +82,7 @@ class LMStage(nn.Module):
         return {"loss": loss, "loss_lm": loss}
 
 
-def sentence_texts(prepared: Prepared, split: str, cfg: LMRunConfig) -> list[str]:
+def sentence_texts(prepared: PreparedData, split: str, cfg: LMRunConfig) -> list[str]:
     texts = [s["text"] for s in sentence_pool(prepared, split, cfg.sources) if s.get("text")]
     return sorted(set(texts)) if cfg.dedupe else texts
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     info = common.setup(args)
     try:
         state, cfg = common.resume_or_configure(args, STAGE, LMRunConfig)
-        prepared = Prepared(args.prepared, args.data)
+        prepared = PreparedData(args.prepared, args.data)
         train_texts = sentence_texts(prepared, "train", cfg)
         if not train_texts:
             raise ValueError(f"no training sentences from sources {list(cfg.sources)} in {args.prepared}")

@@ -1,7 +1,7 @@
 """Augmentations that erase what tells one source from another (scanner resolution, compression,
 sharpness, grey-level curve, borders, burnt-in marks) while keeping the lungs, after DeGrave et
 al. 2021. Applied to a decoded grayscale PIL image before preprocessing; used to cache augmented
-training features (``train.region_features --augment``) and measured leave-one-source-out in
+training features (``train.cache_features --augment``) and measured leave-one-source-out in
 ``train.train_heads``.
 
 Each call applies a random subset: down- and up-sampling, JPEG re-encoding, Gaussian blur,

@@ -34,7 +34,7 @@ from crrg.clip_loss import info_nce_loss, label_aware_loss
 from crrg.labels import FINDINGS
 from crrg.model import CRRGModel
 from train import common
-from train.datasets import AugmentConfig, ImageReader, Prepared, augment
+from train.datasets import AugmentConfig, ImageReader, PreparedData, augment
 from train.engine import RunConfig
 from train.targets import label_vector, prompt_texts, sentence_label_vector
 
@@ -130,13 +130,13 @@ class ClipStage(nn.Module):
         return {"loss": loss, **out}
 
 
-def clip_records(prepared: Prepared, split: str, pair_repeat: int) -> list[dict[str, Any]]:
+def clip_records(prepared: PreparedData, split: str, pair_repeat: int) -> list[dict[str, Any]]:
     records = [r for r in prepared.images(split) if r.get("image") and (r.get("labels") or r.get("text"))]
     paired = [r for r in records if r.get("text")]
     return records + paired * max(0, pair_repeat - 1)
 
 
-def labelled_sentences(prepared: Prepared) -> list[tuple[str, Tensor]]:
+def labelled_sentences(prepared: PreparedData) -> list[tuple[str, Tensor]]:
     """Train report sentences with at least one finding (normal ones carry "no finding")."""
     pool = []
     for line in prepared.sentences("train"):
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         model: CRRGModel = common.load_model(args, cfg.model_variant, state)
         if state is None and cfg.image_tower_init == "imagenet":
             model.clip.load_imagenet_image_tower()
-        prepared = Prepared(args.prepared, args.data)
+        prepared = PreparedData(args.prepared, args.data)
         sentences = labelled_sentences(prepared)
         size = model.config.clip.image_size
         train_set = ClipDataset(clip_records(prepared, "train", cfg.pair_repeat),

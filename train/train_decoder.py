@@ -28,7 +28,7 @@ from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
-from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
+from train.datasets import AugmentConfig, ImageDataset, ImageReader, PreparedData, collate_images, merge_records
 from train.engine import RunConfig
 from train.targets import (
     SentenceMatcher,
@@ -40,7 +40,7 @@ from train.targets import (
     note_sentences,
     sentence_pool,
 )
-from train.train_detector import classifier_losses, region_features
+from train.region_losses import classifier_losses, mixed_batch_features
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class DecoderStage(nn.Module):
         if cfg.cache_features:
             features, detected, det_losses = self.cached_features(batch)
         else:
-            features, detected, det_losses = region_features(
+            features, detected, det_losses = mixed_batch_features(
                 self.detector, batch["images"], batch["targets"], with_losses)  # [B, 29, D], [B, 29]
         if not cfg.train_detector:
             features = features.detach()  # [B, 29, D]
@@ -156,7 +156,7 @@ class DecoderStage(nn.Module):
         refs, images = batch["ref"], batch["images"]
         missing = [i for i, ref in enumerate(refs) if ref not in self._feature_cache]
         if missing:
-            features, detected, _ = region_features(self.detector, images[missing], [None] * len(missing), False)
+            features, detected, _ = mixed_batch_features(self.detector, images[missing], [None] * len(missing), False)
             for i, f, d in zip(missing, features, detected):
                 self._feature_cache[refs[i]] = (f.to("cpu", torch.float16), d.cpu())
         cached = [self._feature_cache[ref] for ref in refs]
@@ -185,7 +185,7 @@ class DecoderStage(nn.Module):
 class SentenceFields:
     """``fields`` of stage 3: ``sentences`` [29] per image (+ stage-2 targets if requested)."""
 
-    def __init__(self, prepared: Prepared, cfg: DecoderRunConfig) -> None:
+    def __init__(self, prepared: PreparedData, cfg: DecoderRunConfig) -> None:
         every = prepared.sentences(None)
         if cfg.paired_notes:  # an image's own note sentences are its paired text
             every = every + note_sentences(prepared.images(None), paired=True)
@@ -215,7 +215,7 @@ class SentenceFields:
         return out
 
 
-def stage3_records(prepared: Prepared, fields: SentenceFields, split: str) -> list[dict[str, Any]]:
+def stage3_records(prepared: PreparedData, fields: SentenceFields, split: str) -> list[dict[str, Any]]:
     records = merge_records(prepared.regions(split), prepared.images(split))
     return [r for r in records if fields.usable(r)]
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         if model.config.decoder.token_ids is None:
             logger.warning("the decoder uses the full 50,257-token vocabulary: run train.pretrain_lm first "
                            "(compact vocabulary, much faster) and pass --decoder-from / --init")
-        prepared = Prepared(args.prepared, args.data)
+        prepared = PreparedData(args.prepared, args.data)
         fields = SentenceFields(prepared, cfg)
         records = stage3_records(prepared, fields, "train")
         weights = (1.0, 1.0)

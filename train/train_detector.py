@@ -24,14 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from crrg.classifier import region_bce_loss
 from crrg.detector import RegionDetector
 from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
-from train.datasets import AugmentConfig, ImageDataset, ImageReader, Prepared, collate_images, merge_records
+from train.datasets import AugmentConfig, ImageDataset, ImageReader, PreparedData, collate_images, merge_records
 from train.engine import RunConfig
+from train.region_losses import classifier_losses, mixed_batch_features
 from train.targets import auto_pos_weight, common_regions, paired_sentences, region_targets
 
 logger = logging.getLogger(__name__)
@@ -111,36 +111,6 @@ class DetectorStage(nn.Module):
         return {"loss": sum(losses.values()), **losses}
 
 
-def region_features(detector: RegionDetector, images: Tensor, targets: list[dict[str, Tensor] | None],
-                    with_losses: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-    """Per-region features [B, 29, D] and detected [B, 29] for a mixed batch.
-
-    ``with_losses``: images with boxes go through ``forward_with_features`` (training mode:
-    detector losses, features keep their gradient); every other image is run in eval mode
-    without gradient. Returns (features, detected, detector losses or {}).
-    """
-    batch = images.shape[0]
-    boxed = [i for i, t in enumerate(targets) if t is not None] if with_losses else []
-    rest = [i for i in range(batch) if i not in set(boxed)]
-    parts: list[tuple[list[int], Tensor, Tensor]] = []
-    losses: dict[str, Tensor] = {}
-    if boxed:
-        detector.train()
-        losses, out = detector.forward_with_features(images[boxed], [targets[i] for i in boxed])
-        parts.append((boxed, out.features, out.detected))
-    if rest:
-        was_training = detector.training
-        detector.eval()
-        with torch.no_grad():
-            out = detector(images[rest])
-        detector.train(was_training)
-        parts.append((rest, out.features, out.detected))
-    order = torch.tensor([i for idx, _, _ in parts for i in idx], device=images.device)
-    features = torch.cat([f for _, f, _ in parts])[order.argsort()]  # [B, 29, D]
-    detected = torch.cat([d for _, _, d in parts])[order.argsort()]  # [B, 29]
-    return features, detected, losses
-
-
 class RegionHeadsStage(nn.Module):
     """Stage 2: detector losses (boxed images) + selection / abnormality BCE on region features."""
 
@@ -163,7 +133,7 @@ class RegionHeadsStage(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         images = batch["images"]  # [B, 1, S, S]
         with_losses = self.training and self.cfg.train_detector and self.cfg.detector_loss_weight > 0
-        features, detected, det_losses = region_features(self.detector, images, batch["targets"], with_losses)
+        features, detected, det_losses = mixed_batch_features(self.detector, images, batch["targets"], with_losses)
         if not self.cfg.train_detector:
             features = features.detach()
         features = fuse(self.fusion, self.clip, images, features)  # [B, 29, D]
@@ -176,32 +146,19 @@ class RegionHeadsStage(nn.Module):
         return {"loss": loss, **out}
 
 
-def classifier_losses(selection: nn.Module, abnormality: nn.Module, features: Tensor, detected: Tensor,
-                      batch: dict[str, Any], pos_weights: Tensor) -> dict[str, Tensor]:
-    """Masked BCE of both heads on features [B, 29, D]; undetected regions are masked out."""
-    sel_logits = selection(features)  # [B, 29]
-    abn_logits = abnormality(features)  # [B, 29]
-    return {
-        "loss_selection": region_bce_loss(sel_logits, batch["select"], batch["select_mask"] & detected,
-                                          pos_weights[0]),
-        "loss_abnormal": region_bce_loss(abn_logits, batch["abnormal"], batch["abnormal_mask"] & detected,
-                                         pos_weights[1]),
-    }
-
-
 # ------------------------------------------------------------------------------ data
-def stage1_records(prepared: Prepared, split: str) -> list[dict[str, Any]]:
+def stage1_records(prepared: PreparedData, split: str) -> list[dict[str, Any]]:
     return [r for r in prepared.regions(split) if r.get("boxes")]
 
 
-def stage2_records(prepared: Prepared, cfg: DetectorRunConfig, split: str) -> list[dict[str, Any]]:
+def stage2_records(prepared: PreparedData, cfg: DetectorRunConfig, split: str) -> list[dict[str, Any]]:
     records = merge_records(prepared.regions(split), prepared.images(split))
     if not cfg.unboxed_images:
         records = [r for r in records if r.get("boxes")]
     return records
 
 
-def region_target_fields(prepared: Prepared, cfg: DetectorRunConfig):
+def region_target_fields(prepared: PreparedData, cfg: DetectorRunConfig):
     """``fields`` function adding the stage-2 targets (precomputed per image)."""
     train_sentences = prepared.sentences("train")
     common_set = common_regions(train_sentences, cfg.common_threshold)
@@ -229,7 +186,7 @@ def pos_weights(cfg: DetectorRunConfig, records: list[dict[str, Any]], fields: A
     return sel, abn
 
 
-def build(stage: int, cfg: DetectorRunConfig, model: CRRGModel, prepared: Prepared
+def build(stage: int, cfg: DetectorRunConfig, model: CRRGModel, prepared: PreparedData
           ) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
     size = model.config.image_size
     reader = ImageReader(prepared, size, cache=cfg.cache_images)
@@ -268,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         fresh = state is None and args.init is None
         if fresh and cfg.pretrained_backbone and model.config.detector.backbone == "efficientnet_lite0":
             init_backbone(model)
-        prepared = Prepared(args.prepared, args.data)
+        prepared = PreparedData(args.prepared, args.data)
         module, train_set, val_set = build(args.stage, cfg, model, prepared)
         logger.info("%s: %d training images, %d validation images", name, len(train_set), len(val_set or []))
         common.fit(args, info, state, stage=name, model=model, module=module, dataset=train_set,

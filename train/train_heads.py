@@ -19,10 +19,11 @@ Writes ``OUT/heads.pt`` (state dicts + configs of ``findings``, ``image_findings
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,15 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from crrg.calibration import apply, expected_calibration_error, fit_platt, fit_temperature, logit
+from crrg.calibration import (
+    Calibration,
+    Scaling,
+    apply,
+    expected_calibration_error,
+    fit_platt_scaling,
+    fit_temperature_scaling,
+    logit,
+)
 from crrg.classifier import ClassifierConfig, RegionClassifier
 from crrg.findings import (
     INPUTS,
@@ -41,18 +50,43 @@ from crrg.findings import (
     RegionFindingsConfig,
     pooled_inputs,
 )
-from train.datasets import Prepared
-from train.fit_heads import FitConfig, fit
+from train.datasets import PreparedData
+from train.fit_heads import HeadFitConfig, fit
 from train.heads_data import HeadData, build, concat
-from train.region_features import load_features
+from train.tasks import ZERO_SHOT_TASKS, zero_shot_target
+from train.feature_cache import load_features
 
 logger = logging.getLogger("train.train_heads")
 LOSO_SOURCES = ("covid_radiography", "kermany_pneumonia")
-VARIANTS: dict[str, tuple[str, ...]] = {
+INPUT_CHOICES: dict[str, tuple[str, ...]] = {  # name -> inputs of the image-level head
     "whole_image": ("embedding",),
     "lung_pooled": ("lung_fused", "lung_crops"),
     "both": INPUTS,
 }
+
+
+@dataclass(frozen=True)
+class ImageVariant:
+    """One way to train the image-level head: its inputs, source-balanced sampling or not, and
+    with or without the source-augmented copies of the training images."""
+
+    inputs_name: str  # a key of INPUT_CHOICES
+    balanced: bool = False
+    augmented: bool = False
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return INPUT_CHOICES[self.inputs_name]
+
+    @property
+    def key(self) -> str:
+        """Its name in metrics.json (``both+balanced+augmented``)."""
+        return self.inputs_name + "+balanced" * self.balanced + "+augmented" * self.augmented
+
+
+def image_variants(with_augmented: bool) -> list[ImageVariant]:
+    return [ImageVariant(name, balanced, augmented) for name in INPUT_CHOICES for balanced in (False, True)
+            for augmented in ((False, True) if with_augmented else (False,))]
 
 
 # ----------------------------------------------------------------------------- image level
@@ -91,7 +125,7 @@ def train_image_head(data: HeadData, inputs: tuple[str, ...], train: torch.Tenso
     train = train[data.image_known[train]]
     val = val[data.image_known[val]]
     head, _ = fit(head, lambda m, idx: m(x[idx]), train, val, target, known,
-                  FitConfig(epochs=40, balance_sources=balance), groups=data.sources)
+                  HeadFitConfig(epochs=40, balance_sources=balance), groups=data.sources)
     with torch.no_grad():
         p = torch.sigmoid(head(x[val]))[:, 0].numpy()
     return head, youden_threshold(data.image[val].numpy(), p)
@@ -131,7 +165,7 @@ def train_findings(data: HeadData) -> RegionFindings:
     head = RegionFindings(RegionFindingsConfig(findings=REGION_FINDINGS))
     known = data.findings_known & data.detected[..., None]
     head, stats = fit(head, region_forward(data), data.index("train"), data.index("val"),
-                      data.findings, known, FitConfig(epochs=60))
+                      data.findings, known, HeadFitConfig(epochs=60))
     logger.info("findings head: %s", stats)
     return head
 
@@ -140,7 +174,7 @@ def train_abnormality(data: HeadData, config: ClassifierConfig) -> RegionClassif
     head = RegionClassifier(config)
     known = data.abnormal_known & data.detected
     head, stats = fit(head, lambda m, idx: m(data.fused[idx]), data.index("train"), data.index("val"),
-                      data.abnormal, known, FitConfig(epochs=40))
+                      data.abnormal, known, HeadFitConfig(epochs=40))
     logger.info("abnormality head: %s", stats)
     return head
 
@@ -154,35 +188,18 @@ def region_logits(head: RegionFindings, data: HeadData, idx: torch.Tensor) -> to
 #: finding's sentence (the nodule target of issue #10 is <= 10 %; devices are rarer still)
 FALSE_SENTENCE_LIMIT = {"nodule": 0.10, "support device": 0.05}
 MIN_NEGATIVES = 5  # sources with fewer known-negative validation images do not constrain
+THRESHOLD_GRID = np.linspace(0.05, 0.95, 91)
 #: lowest threshold per finding: support devices are labelled on 28 training images only, and
 #: the head also fires on sick images of sources that never label devices, so a device is stated
 #: only when more likely than not (and never below its best validation F1)
 FLOOR = {"support device": 0.5}
 
 
-def finding_threshold(finding: str, probs: np.ndarray, target: np.ndarray, known: np.ndarray,
-                      image_has: np.ndarray, image_known: np.ndarray, sources: Sequence[str] | None = None
-                      ) -> float:
-    """Nodule / support device (:data:`FALSE_SENTENCE_LIMIT`): the lowest threshold whose share of
-    known-negative validation images with a sentence (max over regions >= threshold) stays within
-    the limit in every source; other findings: the best region-level F1."""
-    grid = np.linspace(0.05, 0.95, 91)
-    if finding in FALSE_SENTENCE_LIMIT:
-        negative = image_known & ~image_has
-        sources = np.asarray(sources if sources is not None else ["all"] * len(probs))
-        groups = [negative & (sources == s) for s in np.unique(sources)]
-        groups = [g for g in groups if g.sum() >= MIN_NEGATIVES] or [negative]
-        limited = 0.95
-        for t in grid:
-            if all((probs[g].max(axis=1) >= t).mean() <= FALSE_SENTENCE_LIMIT[finding] for g in groups):
-                limited = float(t)
-                break
-        if finding not in FLOOR:
-            return limited
-        return max(limited, FLOOR[finding], finding_threshold("_f1", probs, target, known, image_has, image_known))
+def best_f1_threshold(probs: np.ndarray, target: np.ndarray, known: np.ndarray) -> float:
+    """The threshold (0.05 .. 0.95) with the best region-level F1 on the known regions."""
     best, best_f1 = 0.5, -1.0
     y, p = target[known], probs[known]
-    for t in grid:
+    for t in THRESHOLD_GRID:
         said = p >= t
         tp = (said & (y == 1)).sum()
         f1 = 2 * tp / max(1, said.sum() + (y == 1).sum())
@@ -191,7 +208,32 @@ def finding_threshold(finding: str, probs: np.ndarray, target: np.ndarray, known
     return best
 
 
-ZERO_SHOT_TASKS = {"pneumonia": "kermany_pneumonia", "covid-19": "covid_radiography", "nodule": "jsrt_scr"}
+def false_sentence_threshold(limit: float, probs: np.ndarray, negative: np.ndarray,
+                             sources: Sequence[str] | None = None) -> float:
+    """The lowest threshold whose share of ``negative`` images with a sentence (max over regions
+    >= threshold) stays within ``limit`` in every source (sources with fewer than
+    :data:`MIN_NEGATIVES` negatives do not constrain); 0.95 when none does."""
+    sources = np.asarray(sources if sources is not None else ["all"] * len(probs))
+    groups = [negative & (sources == s) for s in np.unique(sources)]
+    groups = [g for g in groups if g.sum() >= MIN_NEGATIVES] or [negative]
+    for t in THRESHOLD_GRID:
+        if all((probs[g].max(axis=1) >= t).mean() <= limit for g in groups):
+            return float(t)
+    return 0.95
+
+
+def finding_threshold(finding: str, probs: np.ndarray, target: np.ndarray, known: np.ndarray,
+                      image_has: np.ndarray, image_known: np.ndarray, sources: Sequence[str] | None = None
+                      ) -> float:
+    """Nodule / support device (:data:`FALSE_SENTENCE_LIMIT`): :func:`false_sentence_threshold` on
+    the known-negative validation images (support device: at least :data:`FLOOR` and its best
+    F1); other findings: the best region-level F1."""
+    if finding not in FALSE_SENTENCE_LIMIT:
+        return best_f1_threshold(probs, target, known)
+    limited = false_sentence_threshold(FALSE_SENTENCE_LIMIT[finding], probs, image_known & ~image_has, sources)
+    if finding not in FLOOR:
+        return limited
+    return max(limited, FLOOR[finding], best_f1_threshold(probs, target, known))
 
 
 def zero_shot_logits(clip: Any, data: HeadData, idx: torch.Tensor, label: str) -> np.ndarray:
@@ -204,22 +246,21 @@ def zero_shot_truth(data: HeadData, idx: torch.Tensor, label: str) -> tuple[torc
     """Images of ``idx`` with a truth for ``label``: present 1, normal study 0."""
     keep, y = [], []
     for i in idx.tolist():
-        labels = data.rows[i].get("labels") or {}
-        if labels.get(label) == 1:
-            keep.append(i), y.append(1)
-        elif labels.get("no finding") == 1 or labels.get(label) == 0:
-            keep.append(i), y.append(0)
+        target = zero_shot_target(data.rows[i].get("labels") or {}, label)
+        if target is not None:
+            keep.append(i)
+            y.append(target)
     return torch.tensor(keep, dtype=torch.long), np.array(y)
 
 
 def calibrate(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-              method: str = "platt") -> tuple[dict[str, float], dict[str, Any]]:
+              method: str = "platt") -> tuple[Scaling, dict[str, Any]]:
     """Fit on validation logits/labels, report the test ECE before and after."""
-    params = fit_platt(*val) if method == "platt" else fit_temperature(*val)
+    scaling = fit_platt_scaling(*val) if method == "platt" else fit_temperature_scaling(*val)
     before = expected_calibration_error(apply(None, test[0]), test[1])
-    after = expected_calibration_error(apply(params, test[0]), test[1])
-    return params, {"method": method, "params": params, "n_val": int(len(val[1])), "n_test": int(len(test[1])),
-                    "ece_before": before.ece, "ece_after": after.ece}
+    after = expected_calibration_error(apply(scaling, test[0]), test[1])
+    return scaling, {"method": method, "params": scaling.to_json(), "n_val": int(len(val[1])),
+                     "n_test": int(len(test[1])), "ece_before": before.ece, "ece_after": after.ece}
 
 
 def _known_logits(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +268,131 @@ def _known_logits(logits: torch.Tensor, target: torch.Tensor, known: torch.Tenso
     return logits[mask].numpy(), target[mask].numpy()
 
 
-def main(argv: list[str] | None = None) -> None:
+@dataclass
+class HeadsOutcome:
+    """What the steps of :func:`main` produce: heads, thresholds, calibration and metrics."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    ece: dict[str, Any] = field(default_factory=dict)
+    region_thresholds: dict[str, float] = field(default_factory=dict)
+    image_threshold: float = 0.5
+    calibration: Calibration = field(default_factory=Calibration)
+    heads: dict[str, Any] = field(default_factory=dict)  # heads.pt content
+
+
+def choose_image_variant(data: HeadData, combined: HeadData | None) -> tuple[ImageVariant, dict[str, Any]]:
+    """Every image-level variant scored leave-one-source-out; the best on the held-out sources'
+    validation images (mean balanced accuracy)."""
+    scores: dict[ImageVariant, dict[str, Any]] = {}
+    for variant in image_variants(combined is not None):
+        scores[variant] = loso(combined if variant.augmented else data, variant.inputs, variant.balanced)
+        logger.info("%s: val %.3f test %.3f", variant.key, scores[variant]["val"]["mean_balanced_accuracy"],
+                    scores[variant]["test"]["mean_balanced_accuracy"])
+    chosen = max(scores, key=lambda v: scores[v]["val"]["mean_balanced_accuracy"] or 0.0)
+    return chosen, {v.key: s for v, s in scores.items()}
+
+
+def image_level_step(data: HeadData, combined: HeadData | None, outcome: HeadsOutcome) -> None:
+    """The image-level head: variant chosen, trained on every source, calibrated, thresholded."""
+    chosen, variants = choose_image_variant(data, combined)
+    train_on = combined if chosen.augmented else data
+    val, test = data.index("val"), data.index("test")
+    head, _ = train_image_head(train_on, chosen.inputs, train_on.index("train"), val, chosen.balanced)
+    with torch.no_grad():
+        image_logits = head(image_inputs(data, head.config.inputs))[:, 0]
+    v, t = val[data.image_known[val]], test[data.image_known[test]]
+    scaling, outcome.ece["image.pneumonia"] = calibrate(
+        (image_logits[v].numpy(), data.image[v].numpy()), (image_logits[t].numpy(), data.image[t].numpy()))
+    threshold = youden_threshold(data.image[v].numpy(), apply(scaling, image_logits[v].numpy()))  # pooled
+    p_all = apply(scaling, image_logits.numpy())
+    per_source = {}
+    for source in sorted(set(data.sources)):
+        idx = data.index("test", sources={source})
+        idx = idx[data.image_known[idx]]
+        if len(idx):
+            per_source[source] = binary_scores(data.image[idx].numpy(), p_all[idx.numpy()], threshold)
+    outcome.metrics["image_level"] = {
+        "chosen": chosen.key, "inputs": list(head.config.inputs), "balanced_sampling": chosen.balanced,
+        "source_augmentation": chosen.augmented, "threshold": threshold, "variants": variants,
+        "loso": variants[chosen.key]["test"], "per_source": per_source}
+    outcome.image_threshold = threshold
+    outcome.calibration = dataclasses.replace(outcome.calibration, image_findings={"pneumonia": scaling})
+    outcome.heads.update(image_findings=head.state_dict(), image_findings_config=asdict(head.config))
+
+
+def region_findings_step(data: HeadData, outcome: HeadsOutcome) -> None:
+    """Region-level findings: calibration, then thresholds on calibrated validation probabilities."""
+    val, test = data.index("val"), data.index("test")
+    findings = train_findings(data)
+    logits = region_logits(findings, data, torch.arange(len(data.keys)))  # [N, 29, F]
+    known = data.findings_known & data.detected[..., None]
+    scalings = {}
+    for j, finding in enumerate(REGION_FINDINGS):
+        scalings[finding], outcome.ece[f"findings.{finding}"] = calibrate(
+            _known_logits(logits[val, :, j], data.findings[val, :, j], known[val, :, j]),
+            _known_logits(logits[test, :, j], data.findings[test, :, j], known[test, :, j]))
+        z = logits[val, :, j].numpy()  # [n, 29]: calibrated region by region
+        probs = apply(scalings[finding], z.ravel()).reshape(z.shape)
+        probs = np.where(np.isfinite(logits[val, :, j].numpy()), probs, 0.0)
+        k, y = known[val, :, j].numpy(), data.findings[val, :, j].numpy()
+        outcome.region_thresholds[finding] = finding_threshold(
+            finding, probs, y, k, (y * k).max(axis=1) > 0, k.any(axis=1), [data.sources[i] for i in val.tolist()])
+    outcome.metrics["region_findings"] = {
+        "thresholds": outcome.region_thresholds,
+        "positives": {f: {s: int((data.findings[data.index(s), :, j] * known[data.index(s), :, j]).sum())
+                          for s in ("train", "val", "test")} for j, f in enumerate(REGION_FINDINGS)}}
+    outcome.calibration = dataclasses.replace(outcome.calibration, findings=scalings)
+    outcome.heads.update(findings=findings.state_dict(), findings_config=asdict(findings.config))
+
+
+def abnormality_step(data: HeadData, outcome: HeadsOutcome) -> None:
+    """The region-level abnormality head on the fused features, Platt-calibrated."""
+    val, test = data.index("val"), data.index("test")
+    abnormality = train_abnormality(data, ClassifierConfig())
+    with torch.no_grad():
+        logits = abnormality(data.fused)
+    known = data.abnormal_known & data.detected
+    scaling, outcome.ece["abnormality"] = calibrate(
+        _known_logits(logits[val], data.abnormal[val], known[val]),
+        _known_logits(logits[test], data.abnormal[test], known[test]))
+    outcome.calibration = dataclasses.replace(outcome.calibration, abnormality=scaling)
+    outcome.heads["abnormality"] = abnormality.state_dict()
+
+
+def zero_shot_step(weights: str, data: HeadData, outcome: HeadsOutcome) -> None:
+    """One temperature for every zero-shot prompt (user prompts are arbitrary)."""
+    from crrg.model import CRRGModel
+
+    clip = CRRGModel.from_pretrained(weights).clip.float().eval()
+    zv, zt = [], {}
+    for task in ZERO_SHOT_TASKS:
+        iv, yv = zero_shot_truth(data, data.index("val", sources={task.source}), task.label)
+        it, yt = zero_shot_truth(data, data.index("test", sources={task.source}), task.label)
+        zv.append((zero_shot_logits(clip, data, iv, task.label), yv))
+        zt[task.label] = (zero_shot_logits(clip, data, it, task.label), yt)
+    scaling = fit_temperature_scaling(np.concatenate([z[0] for z in zv]), np.concatenate([z[1] for z in zv]))
+    for label, (lt, yt) in zt.items():
+        outcome.ece[f"zero_shot.{label}"] = {
+            "method": "temperature (one for all prompts)", "params": scaling.to_json(), "n_test": int(len(yt)),
+            "ece_before": expected_calibration_error(apply(None, lt), yt).ece,
+            "ece_after": expected_calibration_error(apply(scaling, lt), yt).ece}
+    outcome.metrics["zero_shot_by_source"] = zero_shot_by_source(clip, data, scaling)
+    outcome.calibration = dataclasses.replace(outcome.calibration, zero_shot=scaling)
+
+
+def write_outcome(out: Path, outcome: HeadsOutcome) -> None:
+    """heads.pt, grounding.json (thresholds), calibration.json (crrg.calibration.Calibration's
+    layout, read by train.assemble) and metrics.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(outcome.heads, out / "heads.pt")
+    (out / "grounding.json").write_text(json.dumps(
+        {"region_thresholds": outcome.region_thresholds, "image_thresholds": {"pneumonia": outcome.image_threshold}},
+        indent=2))
+    (out / "calibration.json").write_text(json.dumps(outcome.calibration.to_json(), indent=2))
+    (out / "metrics.json").write_text(json.dumps({**outcome.metrics, "calibration": outcome.ece}, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--features", type=Path, required=True)
@@ -235,117 +400,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--augmented", type=Path, default=None,
-                        help="train.region_features --augment cache: adds the '+augmented' variants")
-    args = parser.parse_args(argv)
+                        help="train.cache_features --augment cache: adds the '+augmented' variants")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    prepared = Prepared(args.prepared)
+    prepared = PreparedData(args.prepared)
     data = build(prepared, load_features(args.features))
     logger.info("%d images with cached features", len(data.keys))
-    args.out.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, Any] = {"n_images": len(data.keys),
-                               "images_by_split_source": _counts(data)}
-    calibration: dict[str, dict[str, float]] = {}
-    ece: dict[str, Any] = {}
-    val, test = data.index("val"), data.index("test")
-
-    # image level: choose the inputs / sampling on the held-out sources' validation images
-    variants = {}
     combined = None
     if args.augmented is not None:  # augmented copies of the training images join the training set
         combined = concat(data, build(prepared, load_features(args.augmented)))
-    for name, inputs in VARIANTS.items():
-        for balance in (False, True):
-            for augmented in (False, True) if combined is not None else (False,):
-                key = f"{name}{'+balanced' if balance else ''}{'+augmented' if augmented else ''}"
-                source = combined if augmented else data
-                variants[key] = loso(source, inputs, balance)
-                logger.info("%s: val %.3f test %.3f", key, variants[key]["val"]["mean_balanced_accuracy"],
-                            variants[key]["test"]["mean_balanced_accuracy"])
-    chosen = max(variants, key=lambda k: variants[k]["val"]["mean_balanced_accuracy"] or 0.0)
-    name, balance, augmented = chosen.split("+")[0], "+balanced" in chosen, "+augmented" in chosen
-    train_on = combined if augmented else data
-    head, _ = train_image_head(train_on, VARIANTS[name], train_on.index("train"), val, balance)
-    x = image_inputs(data, head.config.inputs)
-    with torch.no_grad():
-        image_logits = head(x)[:, 0]
-    v, t = val[data.image_known[val]], test[data.image_known[test]]
-    calibration["image.pneumonia"], ece["image.pneumonia"] = calibrate(
-        (image_logits[v].numpy(), data.image[v].numpy()),
-        (image_logits[t].numpy(), data.image[t].numpy()))
-    p_val = apply(calibration["image.pneumonia"], image_logits[v].numpy())
-    threshold = youden_threshold(data.image[v].numpy(), p_val)  # pooled over the sources
-    p_all = apply(calibration["image.pneumonia"], image_logits.numpy())
-    per_source = {}
-    for source in sorted(set(data.sources)):
-        idx = data.index("test", sources={source})
-        idx = idx[data.image_known[idx]]
-        if len(idx):
-            per_source[source] = binary_scores(data.image[idx].numpy(), p_all[idx.numpy()], threshold)
-    metrics["image_level"] = {"chosen": chosen, "inputs": list(head.config.inputs), "balanced_sampling": balance,
-                              "source_augmentation": augmented,
-                              "threshold": threshold, "variants": variants, "loso": variants[chosen]["test"],
-                              "per_source": per_source}
-
-    # region level: findings, calibration, thresholds on calibrated validation probabilities
-    findings = train_findings(data)
-    logits = region_logits(findings, data, torch.arange(len(data.keys)))  # [N, 29, F]
-    known = data.findings_known & data.detected[..., None]
-    thresholds = {}
-    for j, finding in enumerate(REGION_FINDINGS):
-        key = f"findings.{finding}"
-        calibration[key], ece[key] = calibrate(
-            _known_logits(logits[val, :, j], data.findings[val, :, j], known[val, :, j]),
-            _known_logits(logits[test, :, j], data.findings[test, :, j], known[test, :, j]))
-        probs = apply(calibration[key], logits[val, :, j].numpy())
-        probs = np.where(np.isfinite(logits[val, :, j].numpy()), probs, 0.0)
-        k, y = known[val, :, j].numpy(), data.findings[val, :, j].numpy()
-        thresholds[finding] = finding_threshold(finding, probs, y, k, (y * k).max(axis=1) > 0, k.any(axis=1),
-                                                [data.sources[i] for i in val.tolist()])
-    metrics["region_findings"] = {"thresholds": thresholds,
-                                  "positives": {f: {s: int((data.findings[data.index(s), :, j] * known[data.index(s), :, j]).sum())
-                                                    for s in ("train", "val", "test")}
-                                                for j, f in enumerate(REGION_FINDINGS)}}
-
-    abnormality = train_abnormality(data, ClassifierConfig())
-    with torch.no_grad():
-        abn_logits = abnormality(data.fused)
-    abn_known = data.abnormal_known & data.detected
-    calibration["abnormality"], ece["abnormality"] = calibrate(
-        _known_logits(abn_logits[val], data.abnormal[val], abn_known[val]),
-        _known_logits(abn_logits[test], data.abnormal[test], abn_known[test]))
-
-    # zero-shot labels: one temperature for every prompt (user prompts are arbitrary)
-    from crrg.model import CRRGModel
-
-    clip = CRRGModel.from_pretrained(args.weights).clip.float().eval()
-    zv, zt = [], {}
-    for label, source in ZERO_SHOT_TASKS.items():
-        iv, yv = zero_shot_truth(data, data.index("val", sources={source}), label)
-        it, yt = zero_shot_truth(data, data.index("test", sources={source}), label)
-        zv.append((zero_shot_logits(clip, data, iv, label), yv))
-        zt[label] = (zero_shot_logits(clip, data, it, label), yt)
-    params = fit_temperature(np.concatenate([z[0] for z in zv]), np.concatenate([z[1] for z in zv]))
-    calibration["zero_shot"] = params
-    for label, (lt, yt) in zt.items():
-        ece[f"zero_shot.{label}"] = {
-            "method": "temperature (one for all prompts)", "params": params, "n_test": int(len(yt)),
-            "ece_before": expected_calibration_error(apply(None, lt), yt).ece,
-            "ece_after": expected_calibration_error(apply(params, lt), yt).ece}
-    metrics["zero_shot_by_source"] = zero_shot_by_source(clip, data, params)
-    metrics["calibration"] = ece
-
-    torch.save({"findings": findings.state_dict(), "findings_config": asdict(findings.config),
-                "image_findings": head.state_dict(), "image_findings_config": asdict(head.config),
-                "abnormality": abnormality.state_dict()}, args.out / "heads.pt")
-    (args.out / "grounding.json").write_text(json.dumps(
-        {"region_thresholds": thresholds, "image_thresholds": {"pneumonia": threshold}}, indent=2))
-    (args.out / "calibration.json").write_text(json.dumps(calibration, indent=2))
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    logger.info("chosen image-level variant %s (threshold %.3f); region thresholds %s", chosen, threshold, thresholds)
+    outcome = HeadsOutcome(metrics={"n_images": len(data.keys), "images_by_split_source": _counts(data)})
+    image_level_step(data, combined, outcome)
+    region_findings_step(data, outcome)
+    abnormality_step(data, outcome)
+    zero_shot_step(args.weights, data, outcome)
+    write_outcome(args.out, outcome)
+    logger.info("chosen image-level variant %s (threshold %.3f); region thresholds %s",
+                outcome.metrics["image_level"]["chosen"], outcome.image_threshold, outcome.region_thresholds)
 
 
-def zero_shot_by_source(clip: Any, data: HeadData, params: dict[str, float]) -> dict[str, Any]:
+def zero_shot_by_source(clip: Any, data: HeadData, params: Scaling) -> dict[str, Any]:
     """Calibrated zero-shot "pneumonia" (threshold 0.5) per test source: pneumonia-like vs normal.
     CLIP was trained on every source, so this is in-source, not leave-one-source-out."""
     out = {}

@@ -71,9 +71,9 @@ def data_pools(data: Path, sources: tuple[str, ...] = SOURCES) -> Pools:
 
 def prepared_pools(folder: Path) -> tuple[Pools, Path]:
     """The same from a ``train.prepare`` folder (its labelled images only), and its data root."""
-    from train.datasets import Prepared
+    from train.datasets import PreparedData
 
-    prepared = Prepared(folder)
+    prepared = PreparedData(folder)
     pools: dict[tuple[str, str], set[str]] = defaultdict(set)
     for row in prepared.images(None):
         if row.get("image") and row["source"] in SOURCES and row.get("split") in COUNTS:

@@ -2,7 +2,7 @@
 # The embedded default model with grounded reports and an input check (issues #10, #11), on a
 # 2-core CPU in about 1 hour, on top of the towers of train/recipes/default_cpu.sh (detector,
 # CLIP and fusion stay frozen; BASE is that recipe's final model):
-#   1. cache the frozen towers' outputs for every prepared image (train.region_features)
+#   1. cache the frozen towers' outputs for every prepared image (train.cache_features)
 #   2. stage 3 again with the new targets (no borrowed sides; the COVID images' own note sentences
 #      as paired text), fine-tuned from BASE's decoder                        } in parallel
 #   3. the evidence heads, thresholds and calibration on the cache (train.train_heads)
@@ -16,10 +16,10 @@ P=${1:-runs/prepared}; R=${2:-runs/grounded}; BASE=${3:-assets/crrg-default}; PY
 mkdir -p "$R"
 resume() { [ -f "$1/checkpoint.pt" ] && echo --resume || true; }
 
-$PY -m train.region_features --prepared "$P" --weights "$BASE" --out "$R/features" --threads 1 \
+$PY -m train.cache_features --prepared "$P" --weights "$BASE" --out "$R/features" --threads 1 \
   > "$R/features.log" 2>&1 &
 F=$!
-$PY -m train.region_features --prepared "$P" --weights "$BASE" --out "$R/features_aug" --augment --threads 1 \
+$PY -m train.cache_features --prepared "$P" --weights "$BASE" --out "$R/features_aug" --augment --threads 1 \
   > "$R/features_aug.log" 2>&1 &  # only measured (train.train_heads --augmented), see the model card
 A=$!
 [ -f "$R/s3/model/config.json" ] || $PY -m train.train_decoder --prepared "$P" --init "$BASE" --out "$R/s3" \

@@ -1,7 +1,7 @@
 """Cache what the frozen towers of a model say about each prepared image, for training the heads
 that sit on top of them (findings, image-level, abnormality, calibration) in seconds.
 
-    python -m train.region_features --prepared runs/prepared --weights assets/crrg-default \
+    python -m train.cache_features --prepared runs/prepared --weights assets/crrg-default \
         --out runs/features [--cap 500] [--threads 2]
 
 Per image (one ``.pt`` shard per 256 images, resumable: finished shards are skipped):
@@ -24,14 +24,14 @@ from typing import Any
 import torch
 
 from crrg.pipeline import load, prepare
-from train.datasets import Prepared
+from train.datasets import PreparedData
 
-logger = logging.getLogger("train.region_features")
+logger = logging.getLogger("train.cache_features")
 CAPPED_SOURCES = ("kermany_pneumonia", "covid_radiography")
 SHARD = 256
 
 
-def select_images(prepared: Prepared, cap: int | None, seed: int = 0) -> list[dict[str, Any]]:
+def select_images(prepared: PreparedData, cap: int | None, seed: int = 0) -> list[dict[str, Any]]:
     """The prepared images to cache, deterministic order (sorted by path)."""
     rows = [r for r in prepared.images(None) if r.get("split") in ("train", "val", "test")
             and r.get("image")]
@@ -59,7 +59,7 @@ def _augmented(path: Path, key: str) -> Any:
 
 
 @torch.inference_mode()
-def extract(pipe: Any, prepared: Prepared, rows: list[dict[str, Any]], batch_size: int = 8,
+def extract(pipe: Any, prepared: PreparedData, rows: list[dict[str, Any]], batch_size: int = 8,
             augment: bool = False) -> list[dict[str, Any]]:
     model = pipe.model
     out = []
@@ -67,9 +67,10 @@ def extract(pipe: Any, prepared: Prepared, rows: list[dict[str, Any]], batch_siz
         chunk = rows[start:start + batch_size]
         items = [prepare(_augmented(prepared.path(r["image"]), r["image"]) if augment else prepared.path(r["image"]),
                          model.config.image_size) for r in chunk]
-        batch = torch.stack([p.tensor for p in items])
-        found = pipe._detect(batch)  # noqa: SLF001 - the pipeline's own detection pass
-        crops = model.clip.region_embeddings(batch, found.boxes, found.detected, crop_batch=16)
+        batch = pipe.stack(items)
+        found = pipe.detect(batch)  # the pipeline's own detection pass
+        crops = found.crops if found.crops is not None else model.clip.region_embeddings(
+            batch, found.boxes, found.detected, crop_batch=16)
         for b, (row, item) in enumerate(zip(chunk, items)):
             boxes = torch.as_tensor(item.geometry.to_original(found.boxes[b].cpu()), dtype=torch.float32)
             out.append({
@@ -79,15 +80,6 @@ def extract(pipe: Any, prepared: Prepared, rows: list[dict[str, Any]], batch_siz
                 "width": item.width, "height": item.height,
             })
     return out
-
-
-def load_features(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """All cached shards of ``folder`` as {image key: features}."""
-    features: dict[str, dict[str, Any]] = {}
-    for shard in sorted(Path(folder).glob("shard-*.pt")):
-        for item in torch.load(shard, weights_only=False):
-            features[item["key"]] = item
-    return features
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    prepared = Prepared(args.prepared)
+    prepared = PreparedData(args.prepared)
     rows = select_images(prepared, args.cap)
     if args.augment:
         rows = [r for r in rows if r["split"] == "train"]
