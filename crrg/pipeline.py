@@ -200,16 +200,18 @@ class Pipeline:
 
     def _detect(self, batch: torch.Tensor) -> _Regions:
         out = self.model.detector.infer(batch, backbone_batch=self.backbone_batch)
-        embedding = None
+        embedding = feature_map = None
         m = self.model
         if m.fusion is not None or m.image_findings is not None or m.input_check is not None:
-            embedding = torch.cat([m.clip.encode_image(chunk) for chunk in batch.split(self.backbone_batch or len(batch))])
+            parts = [m.clip.encode_image_map(chunk) for chunk in batch.split(self.backbone_batch or len(batch))]
+            embedding, feature_map = (torch.cat(x) for x in zip(*parts))  # [B, E], CLIP tower map
         fused = self.model.region_features(batch, out.features, embedding)  # [B, 29, D]
         selection = torch.sigmoid(self.model.selection(fused))  # [B, 29]
         abnormal = self._calibrated("abnormality", self.model.abnormality(fused))  # [B, 29]
         crops = findings = image = None
         if self.model.findings is not None or self.model.image_findings is not None:
-            crops = self.model.clip.region_embeddings(batch, out.boxes, out.detected, crop_batch=self.crop_batch)
+            crops = self.model.clip.region_embeddings(batch, out.boxes, out.detected, crop_batch=self.crop_batch,
+                                                      feature_map=feature_map)
         if self.model.findings is not None:
             logits = self.model.findings(fused, crops)  # [B, 29, F]
             findings = torch.stack([self._calibrated(f"findings.{name}", logits[..., j])
