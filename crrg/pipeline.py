@@ -236,14 +236,16 @@ class Pipeline:
         every per-region output, with calibrated probabilities (:class:`Regions`)."""
         m = self.model
         out = m.detector.infer(batch, backbone_batch=self.backbone_batch)
-        embedding = None
+        embedding = feature_map = None
         if m.fusion is not None or m.image_findings is not None or m.input_check is not None:
-            embedding = torch.cat([m.clip.encode_image(chunk) for chunk in batch.split(self.backbone_batch or len(batch))])
+            parts = [m.clip.encode_image_map(chunk) for chunk in batch.split(self.backbone_batch or len(batch))]
+            embedding, feature_map = (torch.cat(x) for x in zip(*parts))  # [B, E], CLIP tower map
         fused = m.head_inputs(batch, out.features, embedding)  # [B, 29, D]
         detected = out.detected
         crops = None
         if m.findings is not None or m.image_findings is not None:
-            crops = m.clip.region_embeddings(batch, out.boxes, detected, crop_batch=self.crop_batch)
+            crops = m.clip.region_embeddings(batch, out.boxes, detected, crop_batch=self.crop_batch,
+                                             feature_map=feature_map)
         findings, image = self._finding_probs(fused, crops, embedding, detected)
         checks = None
         if m.input_check is not None:
