@@ -11,6 +11,16 @@ class gives the user-facing reason (:data:`REASONS`). An accepted input whose CL
 farther from the training radiographs than ``ood_threshold`` (Mahalanobis distance under a
 shrunk Gaussian fit) is still flagged, as unlike the training images: that part needs no
 negatives, so it also covers kinds of input the classifier never saw.
+
+Three states: refused (``ok`` False, ``reason``), accepted with a warning (``ok`` True,
+``warning``: P(radiograph) below ``warn_threshold`` or distance above ``ood_warn_threshold``)
+and accepted. A refusal costs the user a re-run with ``--force`` on a real film, so only a
+confident verdict refuses; an unsure one is reported with a note (:data:`WARNINGS`).
+
+Robust intensity statistics (:func:`robust_stats`, medians and quantiles of a 96 px average-pooled
+copy) follow the 8 plain ones: a few bright ECG electrodes, wires or tubes move means and the
+share of white pixels, not medians, so they must not make a film look inverted. A checker uses the
+first ``feature_dim`` features, so checkers trained before these were added keep working.
 """
 
 from __future__ import annotations
@@ -39,7 +49,18 @@ REASONS: dict[str, str] = {
     "unlike_training": ("This image is unlike the radiographs the model was trained on (its image "
                         "embedding is far from all of them), so a report would not be reliable."),
 }
+WARNINGS: dict[str, str] = {
+    "inverted": ("This may be an inverted radiograph (bones dark, lungs bright); the report was written "
+                 "anyway: check the image's grey scale."),
+    "rotated": "This may be a rotated radiograph (not upright); the report was written anyway: check it.",
+    "not_radiograph": ("This may not be a frontal chest radiograph; the report was written anyway: "
+                       "check the input."),
+    "unlike_training": ("This image is somewhat unlike the radiographs the model was trained on; the "
+                        "report was written anyway and may be less reliable."),
+}
 N_STATS = 8
+N_ROBUST = 9
+POOL = 96  # robust statistics are taken on an average-pooled POOL x POOL copy
 
 
 def image_stats(images: Tensor) -> Tensor:
@@ -60,16 +81,46 @@ def image_stats(images: Tensor) -> Tensor:
     return torch.stack([mean, std, centre - border, top - bottom, middle - sides, mirror, dark, bright], dim=1)
 
 
+def pooled(images: Tensor) -> Tensor:
+    """[B, 1, S, S] preprocessed -> [B, POOL, POOL] pixels in [0, 1] (what :func:`robust_stats` reads)."""
+    x = (images[:, :1].float() * IMAGE_STD + IMAGE_MEAN).clamp(0, 1)
+    return F.adaptive_avg_pool2d(x, POOL)[:, 0]
+
+
+def robust_stats(x: Tensor) -> Tensor:
+    """[B, P, P] :func:`pooled` pixels -> [B, 9]: the 5 / 25 / 50 / 75 / 95 % quantiles; median of
+    the centre column band minus the median of both lung bands (mid rows); median of the top
+    corners minus the overall median; median of the top half minus that of the bottom half;
+    median of the lung bands' upper half minus their lower half. Medians, so small bright
+    objects (electrodes, wires, tubes, text markers) barely move them."""
+    b, p = x.shape[0], x.shape[-1]
+    e, q = p // 8, p // 4
+    flat = x.reshape(b, -1)
+    quantiles = torch.quantile(flat, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95]), dim=1).T  # [B, 5]
+
+    def med(part: Tensor) -> Tensor:
+        return part.reshape(b, -1).median(dim=1).values
+
+    rows = x[:, q:-q]
+    lungs = torch.cat([rows[:, :, e:3 * e], rows[:, :, 5 * e:7 * e]], dim=2)
+    corners = torch.cat([x[:, :e, :e], x[:, :e, -e:]], dim=2)
+    lung_cols = torch.cat([x[:, :, e:3 * e], x[:, :, 5 * e:7 * e]], dim=2)
+    return torch.cat([quantiles, torch.stack([
+        med(rows[:, :, 3 * e:5 * e]) - med(lungs), med(corners) - quantiles[:, 2],
+        med(x[:, : p // 2]) - med(x[:, p // 2:]),
+        med(lung_cols[:, q: p // 2]) - med(lung_cols[:, p // 2: p - q])], dim=1)], dim=1)
+
+
 def input_features(embedding: Tensor, region_scores: Tensor, images: Tensor) -> Tensor:
     """[B, E] CLIP image embedding, [B, 29] detector region scores, [B, 1, S, S] preprocessed
-    images -> [B, E + 29 + 8]."""
+    images -> [B, E + 29 + 8 + 9]."""
     return torch.cat([F.normalize(embedding.float(), dim=-1), region_scores.float(),
-                      image_stats(images.float())], dim=1)
+                      image_stats(images.float()), robust_stats(pooled(images))], dim=1)
 
 
 @dataclass
 class InputCheckConfig:
-    feature_dim: int = 256 + 29 + N_STATS
+    feature_dim: int = 256 + 29 + N_STATS + N_ROBUST  # the leading features it reads
     hidden_dim: int = 64  # 0 = a linear classifier
     threshold: float = 0.5  # P(radiograph) at or above which an input is accepted
     classes: tuple[str, ...] = INPUT_CLASSES
@@ -77,6 +128,10 @@ class InputCheckConfig:
     #: Mahalanobis distance of the embedding to the training radiographs above which an input is
     #: "unlike the training images" whatever the classifier says (None: no such check)
     ood_threshold: float | None = None
+    #: accepted inputs with P(radiograph) below this get a warning (None: no such warning)
+    warn_threshold: float | None = None
+    #: accepted inputs farther than this (and not beyond ood_threshold) get a warning
+    ood_warn_threshold: float | None = None
 
 
 class InputChecker(nn.Module):
@@ -97,7 +152,7 @@ class InputChecker(nn.Module):
         self.register_buffer("ood_precision", torch.eye(config.embed_dim))
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.mlp(self.norm(features))
+        return self.mlp(self.norm(features[:, : self.config.feature_dim]))
 
     def distance(self, features: Tensor) -> Tensor:
         """[B] Mahalanobis distance of the embedding part of ``features`` to the training radiographs."""
@@ -106,23 +161,50 @@ class InputChecker(nn.Module):
 
     @torch.no_grad()
     def check(self, features: Tensor) -> list[InputCheck]:
+        cfg = self.config
         probs = self(features).softmax(dim=-1)  # [B, 4]
-        out = [verdict(row.tolist(), self.config.classes, self.config.threshold) for row in probs]
-        if self.config.ood_threshold is not None:
-            far = (self.distance(features) > self.config.ood_threshold).tolist()
-            out = [InputCheck(False, c.score, REASONS["unlike_training"]) if f and c.ok else c
-                   for c, f in zip(out, far)]
+        out = [verdict(row.tolist(), cfg.classes, cfg.threshold, cfg.warn_threshold) for row in probs]
+        if cfg.ood_threshold is not None or cfg.ood_warn_threshold is not None:
+            d = self.distance(features).tolist()
+            out = [far_verdict(c, dist, cfg.ood_threshold, cfg.ood_warn_threshold) for c, dist in zip(out, d)]
         return out
 
 
-def verdict(probs: Sequence[float], classes: Sequence[str] = INPUT_CLASSES, threshold: float = 0.5
-            ) -> InputCheck:
-    """The :class:`crrg.types.InputCheck` of one image's class probabilities."""
+def verdict(probs: Sequence[float], classes: Sequence[str] = INPUT_CLASSES, threshold: float = 0.5,
+            warn_threshold: float | None = None) -> InputCheck:
+    """The :class:`crrg.types.InputCheck` of one image's class probabilities: refused below
+    ``threshold``, accepted with a warning below ``warn_threshold``, else accepted."""
     score = float(probs[0])
-    if score >= threshold:
-        return InputCheck(ok=True, score=score, reason=None)
-    other = max(range(1, len(classes)), key=lambda i: probs[i])
-    return InputCheck(ok=False, score=score, reason=REASONS[classes[other]])
+    other = classes[max(range(1, len(classes)), key=lambda i: probs[i])]
+    if score < threshold:
+        return InputCheck(ok=False, score=score, reason=REASONS[other])
+    if warn_threshold is not None and score < warn_threshold:
+        return InputCheck(ok=True, score=score, warning=WARNINGS[other])
+    return InputCheck(ok=True, score=score)
+
+
+def far_verdict(check: InputCheck, distance: float, refuse: float | None, warn: float | None) -> InputCheck:
+    """``check`` once the embedding's distance is known: an accepted input beyond ``refuse`` is
+    refused, one beyond ``warn`` gets a warning (a classifier warning is kept)."""
+    if not check.ok:
+        return check
+    if refuse is not None and distance > refuse:
+        return InputCheck(False, check.score, REASONS["unlike_training"])
+    if warn is not None and distance > warn and check.warning is None:
+        return InputCheck(True, check.score, warning=WARNINGS["unlike_training"])
+    return check
+
+
+def status(check: InputCheck) -> str:
+    """"reject", "warn" or "ok"."""
+    return "reject" if not check.ok else "warn" if check.warning else "ok"
+
+
+def reason_key(check: InputCheck) -> str | None:
+    """The class behind a refusal or warning (a key of :data:`REASONS`), None when plainly ok."""
+    text = check.reason if not check.ok else check.warning
+    table = REASONS if not check.ok else WARNINGS
+    return next((k for k, v in table.items() if v == text), None if text is None else "other")
 
 
 CHECKER_WEIGHTS, CHECKER_CONFIG = "input_check.safetensors", "config.json"

@@ -97,14 +97,20 @@ class Sentence:
 @dataclass(frozen=True)
 class InputCheck:
     """Does the input look like a frontal chest radiograph? ``score``: the checker's
-    probability that it is one (0-1); ``reason``: why not, for the user (``None`` when ok)."""
+    probability that it is one (0-1); ``reason``: why not, for the user (``None`` when ok);
+    ``warning``: an accepted input the checker is unsure about (``ok`` stays True: it is
+    reported, with this note), ``None`` otherwise."""
 
     ok: bool
     score: float
     reason: str | None = None
+    warning: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "score": round(self.score, 4), "reason": self.reason}
+        out: dict[str, Any] = {"ok": self.ok, "score": round(self.score, 4), "reason": self.reason}
+        if self.warning is not None:
+            out["warning"] = self.warning
+        return out
 
 
 @dataclass(frozen=True)

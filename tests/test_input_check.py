@@ -18,17 +18,23 @@ from PIL import Image
 from crrg.input_check import (
     INPUT_CLASSES,
     REASONS,
+    WARNINGS,
     InputCheckConfig,
     InputChecker,
+    far_verdict,
     image_stats,
     input_features,
     load_checker,
+    pooled,
+    reason_key,
+    robust_stats,
     save_checker,
+    status,
     verdict,
 )
 from crrg.pipeline import Pipeline
 from pipeline_fixture import chest_like_png, tiny_model
-from train.negatives import FROM, GENERATORS, KINDS, resized, varied
+from train.negatives import FROM, GENERATORS, KINDS, leads, resized, varied
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "assets" / "crrg-default"
@@ -38,7 +44,9 @@ TRAINED = ROOT / "runs" / "input_check"
 def test_features_and_checker_shapes_and_round_trip(tmp_path: Path) -> None:
     images = torch.randn(3, 1, 64, 64)
     x = input_features(torch.randn(3, 256), torch.rand(3, 29), images)
-    assert x.shape == (3, 256 + 29 + 8)
+    assert x.shape == (3, 256 + 29 + 8 + 9)
+    old = InputChecker(InputCheckConfig(feature_dim=256 + 29 + 8))  # a checker from before the robust stats
+    assert torch.allclose(old(x), old(x[:, :293])) and len(old.check(x)) == 3
     checker = InputChecker(InputCheckConfig(feature_dim=x.shape[1]))
     logits = checker(x)
     assert logits.shape == (3, len(INPUT_CLASSES))
@@ -71,12 +79,72 @@ def test_image_stats_see_inversion_and_rotation() -> None:
     assert s[4] > 0 > i[4]  # centre column brighter than the sides, unless inverted
 
 
+def _chest(size: int = 384, seed: int = 0) -> torch.Tensor:
+    """A radiograph-like preprocessed image [1, 1, S, S]: black padding at the sides, a grey body,
+    dark lungs either side of a bright mediastinum, a brighter abdomen."""
+    g = torch.Generator().manual_seed(seed)
+    px = torch.full((size, size), 0.0)
+    body = torch.full((size, size - size // 5), 0.55)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(body.shape[1]), indexing="ij")
+    w = body.shape[1]
+    for cx in (0.28 * w, 0.72 * w):
+        body[((xx - cx) / (0.12 * w)) ** 2 + ((yy - 0.45 * size) / (0.3 * size)) ** 2 < 1] = 0.2
+    body[int(0.8 * size):] = 0.75
+    px[:, size // 10: size // 10 + w] = body + 0.03 * torch.randn(body.shape, generator=g)
+    return ((px.clamp(0, 1) - 0.471) / 0.302)[None, None]
+
+
+def _with_dots(image: torch.Tensor, n: int = 6, seed: int = 0) -> torch.Tensor:
+    """ECG-electrode-like bright discs on the chest."""
+    g = torch.Generator().manual_seed(seed)
+    out = image.clone()
+    s = image.shape[-1]
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    for _ in range(n):
+        cx, cy = (torch.rand(2, generator=g) * 0.6 + 0.2) * s
+        out[0, 0][(xx - cx) ** 2 + (yy - cy) ** 2 < (0.03 * s) ** 2] = (1 - 0.471) / 0.302
+    return out
+
+
+def test_robust_stats_keep_their_sign_with_electrodes_and_flip_when_inverted() -> None:
+    chest = _chest()
+    dotted = _with_dots(chest)
+    inverted = (1 - (chest * 0.302 + 0.471)).sub(0.471).div(0.302)
+    s, d, i = (robust_stats(pooled(x))[0] for x in (chest, dotted, inverted))
+    assert s.shape == (9,) and pooled(chest).shape == (1, 96, 96)
+    assert s[5] > 0.1 and d[5] > 0.1 and i[5] < -0.1  # mediastinum brighter than the lungs, unless inverted
+    assert (d[:5] - s[:5]).abs().max() < 0.05  # the electrodes barely move the quantiles
+    # ... whereas the plain share of near-white pixels jumps
+    assert image_stats(dotted)[0, 7] > image_stats(chest)[0, 7] + 0.01
+
+
 def test_verdict_reasons() -> None:
     assert verdict([0.9, 0.05, 0.03, 0.02]).ok
     bad = verdict([0.1, 0.7, 0.1, 0.1])
     assert not bad.ok and bad.score == pytest.approx(0.1) and "MONOCHROME1" in bad.reason
     assert verdict([0.2, 0.1, 0.6, 0.1]).reason == REASONS["rotated"]
     assert verdict([0.4, 0.1, 0.1, 0.4], threshold=0.3).ok
+
+
+def test_three_states_refuse_warn_accept() -> None:
+    refused = verdict([0.05, 0.9, 0.03, 0.02], threshold=0.1, warn_threshold=0.5)
+    warned = verdict([0.3, 0.6, 0.05, 0.05], threshold=0.1, warn_threshold=0.5)
+    accepted = verdict([0.8, 0.1, 0.05, 0.05], threshold=0.1, warn_threshold=0.5)
+    assert (status(refused), status(warned), status(accepted)) == ("reject", "warn", "ok")
+    assert not refused.ok and refused.reason == REASONS["inverted"] and refused.warning is None
+    assert warned.ok and warned.reason is None and warned.warning == WARNINGS["inverted"]
+    assert accepted.ok and accepted.reason is None and accepted.warning is None
+    assert (reason_key(refused), reason_key(warned), reason_key(accepted)) == ("inverted", "inverted", None)
+    assert warned.to_json()["warning"] == WARNINGS["inverted"] and "warning" not in accepted.to_json()
+    assert set(refused.to_json()) == {"ok", "score", "reason"}  # the rejected line's shape is unchanged
+    # the embedding's distance: beyond the refusal threshold refuses, beyond the warning one warns
+    assert far_verdict(accepted, 9.0, refuse=10.0, warn=5.0).warning == WARNINGS["unlike_training"]
+    assert far_verdict(accepted, 11.0, refuse=10.0, warn=5.0).reason == REASONS["unlike_training"]
+    assert far_verdict(accepted, 4.0, refuse=10.0, warn=5.0) == accepted
+    assert far_verdict(warned, 9.0, refuse=10.0, warn=5.0) == warned  # the classifier's warning stays
+    assert far_verdict(refused, 0.0, refuse=10.0, warn=5.0) == refused
+    # a checker saved without the warning thresholds refuses or accepts, as before
+    assert verdict([0.3, 0.6, 0.05, 0.05], threshold=0.5) == verdict([0.3, 0.6, 0.05, 0.05])
 
 
 def test_negative_generators_make_images_of_every_kind(tmp_path: Path) -> None:
@@ -101,16 +169,41 @@ def test_negative_generators_make_images_of_every_kind(tmp_path: Path) -> None:
         assert varied(gray, random.Random(seed)).mode == "L"
 
 
-def _rejecting_model():
+def _checking_model(bias: tuple[float, float, float, float] = (-5.0, 0.0, 0.0, 5.0),
+                    warn_threshold: float | None = None):
+    """The tiny model with a constant checker (default: never a radiograph)."""
     model = tiny_model()
-    config = InputCheckConfig(feature_dim=model.config.clip.embed_dim + 29 + 8, hidden_dim=0, threshold=0.5)
+    config = InputCheckConfig(feature_dim=model.config.clip.embed_dim + 29 + 8, hidden_dim=0,
+                              threshold=0.1 if warn_threshold else 0.5, warn_threshold=warn_threshold)
     checker = InputChecker(config)
     with torch.no_grad():
         checker.mlp.weight.zero_()
-        checker.mlp.bias.copy_(torch.tensor([-5.0, 0.0, 0.0, 5.0]))  # never a radiograph
+        checker.mlp.bias.copy_(torch.tensor(bias))
     model.config = dataclasses.replace(model.config, input_check=config)
     model.input_check = checker
     return model
+
+
+def _rejecting_model():
+    return _checking_model()
+
+
+def test_an_unsure_input_is_reported_with_a_warning_not_refused(tmp_path: Path) -> None:
+    from crrg.batch import run_reports
+
+    # P(radiograph) = 1 / (1 + e^0.5 + 2 e^-5) ~ 0.37: between the refusal (0.1) and warning (0.5) thresholds
+    pipe = Pipeline(_checking_model((0.0, -5.0, -5.0, 0.5), warn_threshold=0.5), device="cpu")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    chest_like_png(scans / "a.png")
+    check = pipe(scans / "a.png", prompts=[]).input_check
+    assert check.ok and check.reason is None and check.warning == WARNINGS["not_radiograph"]
+    assert 0.1 < check.score < 0.5
+    summary = run_reports(pipe, [scans], out=tmp_path / "out.jsonl", prompts=[])
+    assert summary.written == 1 and summary.failed == 0 and summary.rejected == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert "error" not in record and record["image"].endswith("a.png")
+    assert record["input_check"]["ok"] is True and record["input_check"]["warning"] == WARNINGS["not_radiograph"]
 
 
 def test_pipeline_result_carries_the_check(tmp_path: Path) -> None:
@@ -172,6 +265,11 @@ def test_trained_checker_passes_real_radiographs_and_flags_their_inversions(data
     flagged = [f"{p.name}@{side}" for (p, side), c in zip([(p, s) for p in paths for s in (224, 2048)], checks)
                if not c.ok]
     assert len(flagged) <= 1, flagged
+    # ECG electrodes, wires and tubes drawn on the same films: still not refused
+    rng = random.Random(11)
+    wired = _checks(pipe, [resized(leads(im, rng), 1024) for im in originals])
+    refused = [p.name for p, c in zip(paths, wired) if not c.ok]
+    assert len(refused) <= 1, refused
     rng = random.Random(7)
     bad = _checks(pipe, [FROM["inverted"](im, rng) for im in originals[::2]]
                   + [FROM["rotated"](im, rng) for im in originals[1::2]])
@@ -185,10 +283,20 @@ def test_training_samples_thresholds_and_rates() -> None:
 
     from train.train_input_check import SOURCES, TEST_SIDES, choose_threshold, rates, samples
 
-    pools = {(split, s): [f"{s}/{split}/{i}.jpg" for i in range(50)] for split in ("train", "val", "test")
+    pools = {(split, s): [f"{s}/{split}/{i}.jpg" for i in range(20)] for split in ("train", "val", "test")
              for s in SOURCES}
-    items = samples(pools, per_source=8)
-    assert items == samples(pools, per_source=8)  # deterministic: the feature cache relies on it
+    caps = {"kermany_pneumonia": 30}
+    n_neg = {"train": 4, "val": 2, "test": 3}
+    items = samples(pools, caps, n_negatives=n_neg)
+    assert items == samples(pools, caps, n_negatives=n_neg)  # deterministic: the feature cache relies on it
+    plain = [s for s in items if s["kind"] == "radiograph" and not s.get("variant") and not s.get("leads")]
+    wired = [s for s in items if s.get("leads")]
+    assert len(wired) == 10 * len(SOURCES) and {s["split"] for s in wired} == {"test"}
+    per_source = {src: sum(s["source"] == src for s in plain) for src in SOURCES}
+    assert per_source["kermany_pneumonia"] == 30 and per_source["jsrt_scr"] == 60  # capped / every one
+    assert {s["source"] for s in plain[:len(SOURCES)]} == set(SOURCES)  # sources interleaved
+    assert sum(s["kind"] == "inverted" and s["split"] == "val" for s in items) == 2
+    assert any(s.get("rgb") for s in plain) and not all(s.get("rgb") for s in plain)
     for item in items:  # radiographs and the negatives made from them stay in their own split
         if "path" in item:
             assert f"/{item['split']}/" in item["path"]
@@ -203,3 +311,22 @@ def test_training_samples_thresholds_and_rates() -> None:
         {"kind": "radiograph", "source": "jsrt_scr", "side": 224, "variant": True}])
     assert report["negatives_flagged"] == 1.0 and report["radiographs_flagged"] == 0.0
     assert report["varied_radiographs_flagged"] == 1.0
+
+
+def test_real_rates_per_source_reason_and_input() -> None:
+    from train.train_input_check import real_rates
+
+    items = [{"kind": "radiograph", "source": "nih_cxr14", "side": 512, "path": "nih_cxr14/a.jpg"},
+             {"kind": "radiograph", "source": "nih_cxr14", "side": 2048, "path": "nih_cxr14/b.jpg", "rgb": True},
+             {"kind": "radiograph", "source": "covid_anatomy", "side": 224, "path": "covid_anatomy/c.jpg"},
+             {"kind": "radiograph", "source": "covid_anatomy", "side": 224, "path": "covid_anatomy/d.jpg"},
+             {"kind": "inverted", "path": "nih_cxr14/a.jpg"}]
+    checks = [verdict([0.05, 0.9, 0.03, 0.02], threshold=0.1), verdict([0.9, 0.05, 0.03, 0.02]),
+              verdict([0.3, 0.1, 0.5, 0.1], threshold=0.1, warn_threshold=0.5), verdict([0.9, 0, 0, 0.1]),
+              verdict([0.05, 0.9, 0.03, 0.02], threshold=0.1)]
+    out = real_rates(checks, items, lines={"covid_anatomy/c.jpg"})
+    assert out["all"]["n"] == 4 and out["all"]["refused"] == 0.25 and out["all"]["warned"] == 0.25
+    assert out["by_source"]["nih_cxr14"]["refused_by_reason"] == {"inverted": 0.5}
+    assert out["by_source"]["covid_anatomy"]["warned_by_reason"] == {"rotated": 0.5}
+    assert out["by_input"]["covid_anatomy_with_lines"]["warned"] == 1.0
+    assert out["by_input"]["rgb"]["refused"] == 0.0 and out["by_input"]["side:2048"]["n"] == 1

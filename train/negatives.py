@@ -12,7 +12,8 @@ its kind; :data:`KINDS` maps each kind to the checker class it should get.
   scale flipped (how a mishandled MONOCHROME1 DICOM looks).
 
 Positives come from real radiographs: :func:`resized` (longest side 224..2048 px) and
-:func:`varied` (contrast, borders, burnt-in marks, tilt, crop, blur, JPEG: other hospitals' films).
+:func:`varied` (contrast, borders, burnt-in marks, ECG electrodes / wires / tubes (:func:`leads`),
+tilt, crop, blur, JPEG: other hospitals' films).
 """
 
 from __future__ import annotations
@@ -213,6 +214,8 @@ def varied(radiograph: Image.Image, rng: random.Random) -> Image.Image:
         canvas = Image.new("L", (w + pad[0] + pad[2], h + pad[1] + pad[3]), rng.choice((0, 0, 20, 255)))
         canvas.paste(image, (pad[0], pad[1]))
         image = canvas
+    if rng.random() < 0.4:
+        image = leads(image, rng)
     if rng.random() < 0.5:  # burnt-in marks
         draw = ImageDraw.Draw(image)
         w, h = image.size
@@ -226,6 +229,32 @@ def varied(radiograph: Image.Image, rng: random.Random) -> Image.Image:
     image.save(buf, format="JPEG", quality=rng.randint(40, 95))
     buf.seek(0)
     return Image.open(buf).convert("L")
+
+
+def leads(radiograph: Image.Image, rng: random.Random) -> Image.Image:
+    """The radiograph with bright ECG electrodes (discs, some with a dark centre), their wires,
+    and sometimes a tube down the middle, as on films of monitored patients (still a positive)."""
+    image = radiograph.convert("L").copy()
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    bright = rng.randint(215, 255)
+    for _ in range(rng.randint(2, 7)):
+        r = max(2, int(min(w, h) * rng.uniform(0.012, 0.035)))
+        cx, cy = int(w * rng.uniform(0.1, 0.9)), int(h * rng.uniform(0.1, 0.85))
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=bright)
+        if rng.random() < 0.5:
+            draw.ellipse([cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2], fill=rng.randint(60, 160))
+        if rng.random() < 0.7:  # a wire running off the electrode
+            points = [(cx, cy)]
+            for _ in range(rng.randint(2, 4)):
+                x, y = points[-1]
+                points.append((x + int(w * rng.uniform(-0.25, 0.25)), y + int(h * rng.uniform(-0.3, 0.3))))
+            draw.line(points, fill=bright, width=max(1, r // 4))
+    if rng.random() < 0.4:  # endotracheal / nasogastric tube
+        x0 = int(w * rng.uniform(0.45, 0.55))
+        draw.line([(x0, 0), (x0 + int(w * rng.uniform(-0.05, 0.05)), int(h * rng.uniform(0.3, 0.8)))],
+                  fill=bright, width=max(1, w // 150))
+    return image
 
 
 def resized(radiograph: Image.Image, side: int) -> Image.Image:
