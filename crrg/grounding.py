@@ -1,4 +1,5 @@
-"""Write a report whose every sentence carries its evidence (the contract of :mod:`crrg.types`).
+"""Write a report whose every sentence carries its evidence (the contract of :mod:`crrg.types`),
+in the words and order a radiologist would sign.
 
 Sentences come from three kinds of evidence, never from text alone:
 
@@ -10,12 +11,32 @@ Sentences come from three kinds of evidence, never from text alone:
 - ``measurement``: sentences built from values measured on the detected anatomy (the
   cardiothoracic ratio), passed in ready-made;
 - ``image``: image-level findings (:class:`crrg.findings.ImageFindings`), written without any
-  location.
+  location ("Findings are consistent with pneumonia.").
+
+Wording (the evidence of a sentence never changes with it):
+
+- lung locations grouped as radiologists do (:func:`lung_location`): all zones of both lungs
+  "diffuse bilateral", both lower zones "bibasilar", one whole lung "throughout the right lung",
+  one zone "in the left upper lung zone"; the location check knows these phrases
+  (:data:`crrg.locations.PHRASES`);
+- devices name at most :data:`DEVICE_NAMED` main places ("A support device projects over the
+  mediastinum and upper abdomen."); the evidence keeps every region;
+- decoder sentences that are no chest-radiograph report sentence are dropped by the rule the
+  training pool uses (:func:`crrg.data.sentences.pool_rejection`);
+- normal statements are chosen by topic (:data:`crrg.report.TOPICS`: lungs, pleural effusion,
+  pneumothorax, heart, mediastinum, hila, bones, devices, upper abdomen, diaphragm): each topic
+  (per side for the lungs, pleura and hila) is stated at most once, statements covering more
+  topics first; a statement that only repeats topics already covered is absorbed by the one that
+  covers them, which then cites the union of their regions; a normal statement whose topic has a
+  finding in the same report ("The lungs are clear." next to an opacity) is dropped;
+- order: by topic (lungs, pleura, heart and mediastinum, hila, bones, devices, upper abdomen),
+  findings before normal statements, then by region;
+- the impression (:func:`impression`): the positive findings in order of importance
+  (:data:`IMPORTANCE`), each once, with its location; or "No acute cardiopulmonary abnormality.".
 
 Every sentence is then checked against :func:`crrg.locations.unsupported_locations`; one that names
 a side, lobe or zone its evidence does not cover is dropped (``dropped`` keeps them, for tests and
-the evaluation's count). A normal decoder sentence about the lungs is also dropped when the image
-has a lung finding (it would contradict it).
+the evaluation's count).
 """
 
 from __future__ import annotations
@@ -24,20 +45,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from crrg.findings import FINDING_REGIONS, POOL_REGIONS
-from crrg.locations import named_locations, region_side, unsupported_locations
+from crrg.findings import FINDING_REGIONS
+from crrg.locations import region_side, unsupported_locations
 from crrg.measurements import Measured
-from crrg.regions import REGION_INDEX, REGIONS
-from crrg.report import assemble_report, normalize_sentence
+from crrg.regions import REGION_INDEX
+from crrg.report import SIDED_TOPICS, TOPIC_ORDER, assemble_report, normalize_sentence, topic_keys
 from crrg.types import Evidence, Sentence
 
-REGION_TEMPLATES: dict[str, str] = {
-    "nodule": "There is a nodule in the {where}.",
-    "opacity": "There is an opacity in the {where}.",
-    "support device": "A tube or line projects over the {where}.",
-}
 IMAGE_TEMPLATES: dict[str, tuple[str, str]] = {  # finding -> (present, absent); no locations
-    "pneumonia": ("The appearance is consistent with pneumonia; its location is not determined.",
+    "pneumonia": ("Findings are consistent with pneumonia.",
                   "There is no radiographic evidence of pneumonia."),
 }
 LUNG_FINDINGS = ("nodule", "opacity")
@@ -49,7 +65,19 @@ PRESENCE_WORDS = re.compile(
     r"\b(tubes?|lines?|catheters?|tips?|pacemakers?|pacers?|prosthes\w*|wires?|clips?|stents?|ports?"
     r"|devices?|hardware|leads?|picc|drains?|electrodes?|valves?|sternotomy|surgical|postsurgical"
     r"|arthroplast\w*|fixation|plates?|screws?|implants?|markers?)\b", re.IGNORECASE)
-_IMAGE_ORDER = REGION_INDEX["left hemidiaphragm"] + 0.5  # image-level lung sentences follow the lungs
+#: the topic a finding is about (:data:`crrg.report.TOPICS`); a normal statement on it contradicts it
+FINDING_TOPICS: dict[str, str] = {"opacity": "lungs", "nodule": "lungs", "pneumonia": "lungs",
+                                  "support device": "devices", "cardiomegaly": "heart"}
+#: the impression's order of importance; other findings follow in report order
+IMPORTANCE: tuple[str, ...] = ("pneumonia", "opacity", "nodule", "cardiomegaly", "support device")
+NO_ACUTE = "No acute cardiopulmonary abnormality."
+#: the places a device sentence may name, in the order named, and the regions each stands for
+DEVICE_PLACES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("trachea", ("trachea",)), ("mediastinum", ("upper mediastinum", "mediastinum", "svc")),
+    ("heart", ("cardiac silhouette",)), ("right hemithorax", ("right lung",)),
+    ("left hemithorax", ("left lung",)), ("upper abdomen", ("abdomen",)))
+DEVICE_NAMED = 3  # at most this many places in a device sentence's text
+_ZONES = ("upper", "mid", "lower")
 
 
 @dataclass(frozen=True)
@@ -68,10 +96,19 @@ class ImageEvidence:
 class Composed:
     sentences: tuple[Sentence, ...]
     dropped: tuple[tuple[str, str], ...]  # (text, why) of sentences that broke the contract
+    #: the positive findings in order of importance, or :data:`NO_ACUTE` ("" without any sentence)
+    impression: str = ""
+
+    @property
+    def findings_text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
 
     @property
     def report(self) -> str:
-        return " ".join(s.text for s in self.sentences)
+        """The findings sentences, then a line "Impression: ..."."""
+        if not self.impression:
+            return self.findings_text
+        return f"{self.findings_text}\nImpression: {self.impression}".lstrip("\n")
 
 
 def measurement_sentence(measured: Measured) -> Sentence:
@@ -86,24 +123,56 @@ def join_regions(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def where(names: Sequence[str]) -> str:
-    """Region names as a phrase, lung zones grouped by side: "right upper and mid lung zones and
-    the left lower lung zone"."""
-    zones: dict[str, list[str]] = {}
-    other = []
-    for name in names:
-        parts = name.split()
-        if len(parts) == 4 and parts[2:] == ["lung", "zone"]:
-            zones.setdefault(parts[0], []).append(parts[1])
-        else:
-            other.append(name)
-    phrases = [f"{side} {join_regions(kinds)} lung zone{'s' if len(kinds) > 1 else ''}"
-               for side, kinds in zones.items()]
-    return join_regions([*phrases, *other]).replace(" and right ", " and the right ").replace(
-        " and left ", " and the left ")
+# ------------------------------------------------------------------------------ wording
+def lung_location(regions: Sequence[str]) -> tuple[str, bool]:
+    """Lung zones as a radiologist groups them: (phrase, True) for a word before the noun
+    ("diffuse bilateral", "bibasilar"), (phrase, False) for a phrase after it ("throughout the
+    right lung", "in the left upper lung zone", "in both upper lung zones", "in the right upper
+    and mid lung zones and the left lower lung zone")."""
+    zones = {side: [z for z in _ZONES if f"{side} {z} lung zone" in regions] for side in ("right", "left")}
+    right, left = zones["right"], zones["left"]
+    if len(right) == len(left) == 3:
+        return "diffuse bilateral", True
+    if right == left == ["lower"]:
+        return "bibasilar", True
+    if right == left:
+        return f"in both {join_regions(right)} lung zones", False
+    parts = []
+    for side, kinds in zones.items():
+        if len(kinds) == 3:
+            parts.append(f"throughout the {side} lung")
+        elif kinds:
+            parts.append(f"in the {side} {join_regions(kinds)} lung zone{'s' if len(kinds) > 1 else ''}")
+    if len(parts) == 2 and parts[1].startswith("in the "):
+        parts[1] = parts[1][len("in "):]
+    return " and ".join(parts), False
 
 
-def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list[Sentence]:
+def lung_finding_text(noun: str, regions: Sequence[str]) -> tuple[str, str]:
+    """(sentence, impression item) for a lung finding ``noun`` ("opacity") in ``regions``."""
+    phrase, before = lung_location(regions)
+    plural = "opacities" if noun == "opacity" else f"{noun}s"
+    several = sum(r.endswith("lung zone") for r in regions) > 1
+    if before:
+        return f"There are {phrase} {plural}.", f"{phrase[0].upper()}{phrase[1:]} {plural}."
+    if several:
+        return f"There are {plural} {phrase}.", f"{plural.capitalize()} {phrase}."
+    article = "an" if noun[0] in "aeiou" else "a"
+    return f"There is {article} {noun} {phrase}.", f"{noun.capitalize()} {phrase}."
+
+
+def device_text(regions: Sequence[str], probs: Mapping[str, float]) -> str:
+    """"A support device projects over the mediastinum and upper abdomen.": the
+    :data:`DEVICE_NAMED` places of highest probability among ``regions``, in :data:`DEVICE_PLACES`
+    order."""
+    places = [(max(probs[r] for r in names if r in regions), i, place)
+              for i, (place, names) in enumerate(DEVICE_PLACES) if any(r in regions for r in names)]
+    chosen = sorted(sorted(places, reverse=True)[:DEVICE_NAMED], key=lambda p: p[1])
+    return f"A support device projects over the {join_regions([p[2] for p in chosen])}."
+
+
+def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list[tuple[Sentence, str]]:
+    """(sentence, impression item) per region-level finding."""
     out = []
     for finding, probs in ev.region_findings.items():
         threshold = thresholds.get(finding, 0.5)
@@ -113,10 +182,15 @@ def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> lis
             continue
         if finding in SINGLE_REGION:
             hits = [max(hits, key=lambda i: probs[i])]
-        names = tuple(REGIONS[i] for i in sorted(hits))
-        text = REGION_TEMPLATES[finding].format(where=where(names))
-        out.append(Sentence(text, names, finding,
-                            Evidence("region", probability=max(float(probs[i]) for i in hits))))
+        names = tuple(r for r in REGION_INDEX if REGION_INDEX[r] in hits)
+        if finding in LUNG_FINDINGS:
+            text, item = lung_finding_text(finding, names)
+        else:
+            text = device_text(names, {r: probs[REGION_INDEX[r]] for r in names})
+            item = "Support device in place."
+        sentence = Sentence(text, names, finding,
+                            Evidence("region", probability=max(float(probs[i]) for i in hits)))
+        out.append((sentence, item))
     return out
 
 
@@ -131,14 +205,21 @@ def _image_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list
     return out
 
 
-def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, lung_finding: set[str],
-                       skip_regions: set[str], dropped: list[tuple[str, str]],
-                       decoder_findings: bool = False) -> list[Sentence]:
+def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, skip_regions: set[str],
+                       dropped: list[tuple[str, str]], decoder_findings: bool = False) -> list[Sentence]:
     """Normal statements the decoder wrote for selected, normal-looking regions (and, with
     ``decoder_findings``, its finding sentences for regions the abnormality head flags)."""
-    from crrg.data.sentences import analyse_sentence
+    from crrg.data.sentences import analyse_sentence, pool_rejection
 
-    written = [(r, t) for r, t in ev.generated.items() if r not in skip_regions and t]
+    written = []
+    for region, text in ev.generated.items():
+        if region in skip_regions or not text:
+            continue
+        why = pool_rejection(text)
+        if why:
+            dropped.append((normalize_sentence(text), f"pool filter: {why}"))
+        else:
+            written.append((region, text))
     _, kept = assemble_report(written)
     out = []
     for item in kept:
@@ -158,44 +239,105 @@ def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, lung_findin
         if max(probs) > abnormal_threshold:
             dropped.append((item.text, "normal statement for a region the abnormality head calls abnormal"))
             continue
-        if lung_finding and any(r in POOL_REGIONS for r in regions):
-            sides = named_locations(item.text).sides or {"right", "left"}
-            if sides & lung_finding:
-                dropped.append((item.text, "normal lung statement contradicts a lung finding"))
-                continue
         out.append(Sentence(item.text, regions, None, Evidence("region", probability=1.0 - max(probs))))
     return out
 
 
-def _order(sentence: Sentence) -> float:
-    if sentence.evidence.kind == "image" or not sentence.regions:
-        return _IMAGE_ORDER
-    return float(REGION_INDEX[sentence.regions[0]])
+# ------------------------------------------------------------------------------ topics
+def finding_keys(sentence: Sentence) -> frozenset[tuple[str, str]]:
+    """(topic, side) pairs a finding sentence states (:data:`FINDING_TOPICS`; a lung finding on
+    the sides of its regions, an image-level one on both)."""
+    topic = "heart" if sentence.evidence.kind == "measurement" else FINDING_TOPICS.get(sentence.finding or "")
+    if topic is None:
+        return topic_keys(sentence.text)
+    if topic not in SIDED_TOPICS:
+        return frozenset({(topic, "")})
+    sides = {region_side(r) for r in sentence.regions} - {None} or {"right", "left"}
+    return frozenset((topic, side) for side in sides)
+
+
+_TOPIC_WORDS = {"lungs": "lung", "pleural effusion": "pleural", "pneumothorax": "pleural", "hila": "hilar"}
+
+
+def _select_normals(normals: Sequence[Sentence], stated: frozenset[tuple[str, str]],
+                    contradicted: frozenset[tuple[str, str]], abnormal: Sequence[float],
+                    dropped: list[tuple[str, str]]) -> list[Sentence]:
+    """Each topic at most once (see the module doc): statements covering more topics first; a
+    repeat is absorbed by the statement covering it (union of regions)."""
+    keyed = [(topic_keys(s.text), i, s) for i, s in enumerate(normals)]
+    keyed.sort(key=lambda k: (-len(k[0]), k[2].evidence.kind == "image", k[1]))
+    kept: list[tuple[frozenset[tuple[str, str]], int, Sentence]] = []
+    covered = set(stated)
+    for keys, i, s in keyed:
+        clash = keys & contradicted
+        if clash:
+            topic = min(t for t, _ in clash)
+            word = _TOPIC_WORDS.get(topic, topic)
+            dropped.append((s.text, f"normal {word} statement contradicts a {word} finding"))
+            continue
+        if keys and keys & covered:
+            home = next((j for j, (k, _, t) in enumerate(kept) if keys <= k and t.evidence.kind == "region"), None)
+            if home is not None and s.evidence.kind == "region":
+                k, j, t = kept[home]
+                regions = tuple(sorted(set(t.regions) | set(s.regions), key=REGION_INDEX.__getitem__))
+                prob = 1.0 - max(float(abnormal[REGION_INDEX[r]]) for r in regions)
+                kept[home] = (k, j, Sentence(t.text, regions, None, Evidence("region", probability=prob)))
+            dropped.append((s.text, "repeats a topic already stated"))
+            continue
+        covered |= keys
+        kept.append((keys, i, s))
+    return [s for _, _, s in sorted(kept, key=lambda k: k[1])]
+
+
+def _order(sentence: Sentence) -> tuple[float, int, int]:
+    """Topic (report order), findings before normal statements, then the first region."""
+    keys = finding_keys(sentence) if sentence.finding or sentence.evidence.kind == "measurement" else topic_keys(sentence.text)
+    rank = min((TOPIC_ORDER[t] for t, _ in keys), default=len(TOPIC_ORDER))
+    first = REGION_INDEX[sentence.regions[0]] if sentence.regions else -1
+    return rank, sentence.finding is None, first
+
+
+def impression(items: Sequence[tuple[Sentence, str]]) -> str:
+    """The positive findings in order of importance (:data:`IMPORTANCE`), each once, or
+    :data:`NO_ACUTE`. ``items``: (finding sentence, its impression item) in report order."""
+    ranked = sorted((IMPORTANCE.index(s.finding) if s.finding in IMPORTANCE else len(IMPORTANCE), i, item)
+                    for i, (s, item) in enumerate(items) if s.finding is not None)
+    said: list[str] = []
+    for _, _, item in ranked:
+        if item not in said:
+            said.append(item)
+    return " ".join(said) or NO_ACUTE
 
 
 def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = None,
             image_thresholds: Mapping[str, float] | None = None, abnormal_threshold: float = 0.5,
             decoder_findings: bool = False) -> Composed:
-    """The report's sentences with evidence, report order (see the module doc)."""
+    """The report's sentences with evidence, report order, and its impression (see the module doc)."""
     dropped: list[tuple[str, str]] = []
     found = _region_sentences(ev, region_thresholds or {})
     images = _image_sentences(ev, image_thresholds or {})
-    lung_finding: set[str] = set()
-    for s in found:
-        if s.finding in LUNG_FINDINGS:
-            lung_finding |= {region_side(r) for r in s.regions} - {None}
-    if any(s.finding is not None for s in images):
-        lung_finding |= {"right", "left"}
     measured_regions = {r for s in ev.measurements for r in s.regions[:1]}  # e.g. the heart
-    normal = _decoder_sentences(ev, abnormal_threshold, lung_finding, measured_regions, dropped,
-                                decoder_findings)
-    sentences = []
-    for s in [*found, *images, *ev.measurements, *normal]:
-        text = normalize_sentence(s.text)
-        bad = unsupported_locations(text, s.regions, s.evidence.kind)
-        if bad:
-            dropped.append((text, f"names {sorted(bad.sides | bad.zones)} without evidence there"))
-            continue
-        sentences.append(Sentence(text, s.regions, s.finding, s.evidence))
-    sentences.sort(key=_order)  # stable: kinds keep their order within a region
-    return Composed(tuple(sentences), tuple(dropped))
+    decoder = _decoder_sentences(ev, abnormal_threshold, measured_regions, dropped, decoder_findings)
+    items = [*found, *((s, s.text) for s in images if s.finding),
+             *((s, s.text) for s in [*ev.measurements, *decoder] if s.finding)]
+    items = [(s, item) for s, item in items if _supported(s, dropped)]
+    fixed = [s for s, _ in items] + [s for s in ev.measurements if not s.finding and _supported(s, dropped)]
+    contradicted = frozenset(k for s, _ in items for k in finding_keys(s))
+    stated = frozenset(k for s in fixed for k in finding_keys(s))
+    normals = [s for s in [*decoder, *images] if s.finding is None and _supported(s, dropped)]
+    chosen = _select_normals(normals, stated, contradicted, ev.abnormal, dropped)
+    sentences = sorted((_normalized(s) for s in [*fixed, *chosen]), key=_order)
+    return Composed(tuple(sentences), tuple(dropped), impression(items) if sentences else "")
+
+
+def _normalized(s: Sentence) -> Sentence:
+    return Sentence(normalize_sentence(s.text), s.regions, s.finding, s.evidence)
+
+
+def _supported(s: Sentence, dropped: list[tuple[str, str]]) -> bool:
+    """The location check (:func:`crrg.locations.unsupported_locations`); a failure is dropped."""
+    text = normalize_sentence(s.text)
+    bad = unsupported_locations(text, s.regions, s.evidence.kind)
+    if bad:
+        dropped.append((text, f"names {sorted(bad.sides | bad.zones | bad.phrases)} without evidence there"))
+    return not bad

@@ -3,8 +3,8 @@
 Cardiothoracic ratio (CTR): the width of the cardiac silhouette box divided by the width of the
 union of the right and left lung boxes (the thoracic width), both horizontal extents in pixels.
 On a PA view a CTR above :data:`CTR_ENLARGED` (0.5) is read as an enlarged heart; an AP view
-magnifies the heart, so there (and when the view is unknown) the sentence says so and an enlarged
-value is not called cardiomegaly.
+magnifies the heart, so there (and when the view is unknown) an enlarged value is not called
+cardiomegaly and the sentence says so once, briefly.
 
 Validated by ``train.validate_measurements`` against the same ratio from the JSRT/SCR heart and lung
 masks and the COVID-19-anatomy cardiomediastinum and lung masks (figures in the model card). No
@@ -81,21 +81,20 @@ def normalise_view(view: str | None) -> str | None:
 
 
 def heart_size(ratio: float, view: str | None = None) -> Measured:
-    """The heart-size sentence from the CTR and the view ("PA", "AP", or ``None``: unknown).
-    The call is made on the value as written (two decimals), so the text never says "enlarged
-    (cardiothoracic ratio 0.50)"."""
+    """The heart-size sentence from the CTR and the view ("PA", "AP", or ``None``: unknown), one
+    short sentence: "Heart size is within normal limits (cardiothoracic ratio 0.45; view
+    unknown)." The call is made on the value as written (two decimals), so the text never says
+    "enlarged (cardiothoracic ratio 0.50)". An enlarged ratio on an AP or unknown view is not
+    called cardiomegaly (an AP view magnifies the heart); the sentence says so once, briefly."""
     view = normalise_view(view)
     value = f"cardiothoracic ratio {ratio:.2f}"
     enlarged = round(ratio, 2) > CTR_ENLARGED
     if view == "PA":
         if enlarged:
             return Measured("cardiothoracic_ratio", ratio, f"The heart is enlarged ({value}).", "cardiomegaly")
-        return Measured("cardiothoracic_ratio", ratio, f"The heart size is normal ({value}).", None)
-    caveat = "an AP view magnifies the heart"
-    if view != "AP":
-        caveat = f"the view is not known and {caveat}"
+        return Measured("cardiothoracic_ratio", ratio, f"Heart size is within normal limits ({value}).", None)
+    where = "AP view" if view == "AP" else "view unknown"
     if enlarged:  # not called cardiomegaly: the magnification may explain it
         return Measured("cardiothoracic_ratio", ratio,
-                        f"The cardiac silhouette measures above half the thoracic width ({value}), but {caveat}.",
-                        None)
-    return Measured("cardiothoracic_ratio", ratio, f"The heart size is normal ({value}); {caveat}.", None)
+                        f"The cardiothoracic ratio is {ratio:.2f} ({where}; an AP view magnifies the heart).", None)
+    return Measured("cardiothoracic_ratio", ratio, f"Heart size is within normal limits ({value}; {where}).", None)

@@ -221,3 +221,47 @@ class MiniLMEmbedder:
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [T, L, 1]
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [T, 384]
         return torch.nn.functional.normalize(pooled, dim=-1).cpu()  # [T, 384]
+
+
+# --------------------------------------------------------------------------- topics
+#: what a report sentence is about, in the order a radiologist reads a chest film (lungs, pleura,
+#: heart and mediastinum, hila, bones, devices and lines, upper abdomen); a normal statement
+#: covers every topic it names ("No pleural effusion or pneumothorax." covers both pleural topics)
+TOPICS: tuple[tuple[str, str], ...] = (
+    ("lungs", r"\blungs?\b|pulmonary|parenchym\w*|consolidat\w*|opacit\w*|air\s*space|infiltrat\w*"
+              r"|edema|pneumonia|nodul\w*|\bmass(?:es)?\b|atelecta\w*|interstiti\w*|aerat\w*"
+              r"|emphysem\w*|hyperinfla\w*|cardiopulmonary|lung fields?"),
+    ("pleural effusion", r"effusions?|costophrenic|pleural (?:fluid|spaces?|abnormalit\w*)|\bpleura\b"
+                         r"|blunt\w*"),
+    ("pneumothorax", r"pneumothora\w*|pleural (?:spaces?|abnormalit\w*)|\bpleura\b"),
+    ("heart", r"\bhearts?\b|\bcardiac\b|cardio\w*|pericardi\w*"),
+    ("mediastinum", r"(?:\b|cardio)mediastin\w*|\baort\w*|\btrachea\w*"),
+    ("hila", r"\bhil(?:a|um|ar)\b"),
+    ("bones", r"osseous|\bbon(?:y|es?)\b|skelet\w*|\bspin(?:e|al)\b|vertebr\w*|\bribs?\b|clavic\w*"
+              r"|fractur\w*|degenerat\w*|scolio\w*"),
+    ("devices", r"\btubes?\b|\blines?\b|catheters?|pacemakers?|\bdevices?\b|hardware|\bleads?\b"
+                r"|\bwires?\b|sternotomy|\bclips?\b|\bports?\b|\bpicc\b|stents?"),
+    ("upper abdomen", r"abdom\w*|subdiaphragm\w*|\bbowel\b|stomach|gastric"),
+    ("diaphragm", r"(?:\b|hemi)diaphragm\w*"),
+)
+#: topics said per side: "The right lung is clear." and "The left lung is clear." are two sides
+SIDED_TOPICS = frozenset({"lungs", "pleural effusion", "pneumothorax", "hila"})
+_TOPIC_RES = tuple((name, re.compile(pattern)) for name, pattern in TOPICS)
+TOPIC_ORDER = {name: i for i, (name, _) in enumerate(TOPICS)}
+
+
+def sentence_topics(text: str) -> tuple[str, ...]:
+    """The topics (:data:`TOPICS`) ``text`` is about, in report order."""
+    lower = text.lower().replace("-", " ")
+    return tuple(name for name, pattern in _TOPIC_RES if pattern.search(lower))
+
+
+def topic_keys(text: str, topics: tuple[str, ...] | None = None) -> frozenset[tuple[str, str]]:
+    """(topic, side) pairs a sentence covers: a sided topic (:data:`SIDED_TOPICS`) per side it
+    names ("both" when it names none), other topics once (side "")."""
+    topics = sentence_topics(text) if topics is None else topics
+    words = set(_words(text))
+    sides = {s for s in ("right", "left") if s in words}
+    if words & {"bilateral", "bilaterally", "both", "bibasilar"} or not sides:
+        sides = {"right", "left"}
+    return frozenset((t, side) for t in topics for side in (sides if t in SIDED_TOPICS else {""}))

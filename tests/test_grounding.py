@@ -88,7 +88,7 @@ def test_image_level_finding_names_no_location_and_decoder_findings_are_dropped(
     })
     out = compose(ev, image_thresholds={"pneumonia": 0.5})
     texts = [s.text for s in out.sentences]
-    assert "The appearance is consistent with pneumonia; its location is not determined." in texts
+    assert "Findings are consistent with pneumonia." in texts
     assert "No acute osseous abnormality." in texts
     assert not any("right" in t or "left" in t for t in texts)
     assert {why for _, why in out.dropped} >= {"states a finding without region-level evidence",
@@ -112,7 +112,7 @@ def test_normal_statement_cites_its_region_and_a_flagged_region_gets_none() -> N
     assert out.sentences[0].evidence == Evidence("region", probability=pytest.approx(0.9))
 
 
-_MEASURED = Measured("cardiothoracic_ratio", 0.45, "The heart size is normal (cardiothoracic ratio 0.45).", None)
+_MEASURED = Measured("cardiothoracic_ratio", 0.45, "Heart size is within normal limits (cardiothoracic ratio 0.45).", None)
 
 
 def test_measurement_sentence_replaces_the_decoder_heart_sentence() -> None:

@@ -33,15 +33,16 @@ def test_ctr_from_known_boxes() -> None:
 
 def test_heart_size_sentence_rule() -> None:
     normal = heart_size(0.42, "PA")
-    assert normal.text == "The heart size is normal (cardiothoracic ratio 0.42)."
+    assert normal.text == "Heart size is within normal limits (cardiothoracic ratio 0.42)."
     assert normal.finding is None and normal.value == 0.42 and normal.regions == CTR_REGIONS
     big = heart_size(0.58, "PA")
     assert big.finding == "cardiomegaly" and "enlarged" in big.text and "0.58" in big.text and big.value == 0.58
     ap = heart_size(0.58, "AP")
     assert ap.finding is None and "AP view magnifies" in ap.text and "0.58" in ap.text
-    assert "AP view magnifies" in heart_size(0.44, "AP").text and "normal" in heart_size(0.44, "AP").text
+    assert heart_size(0.44, "AP").text == "Heart size is within normal limits (cardiothoracic ratio 0.44; AP view)."
+    assert heart_size(0.44, None).text == "Heart size is within normal limits (cardiothoracic ratio 0.44; view unknown)."
     unknown = heart_size(0.58, None)
-    assert "not known" in unknown.text and "AP view magnifies" in unknown.text and unknown.finding is None
+    assert "view unknown" in unknown.text and "AP view magnifies" in unknown.text and unknown.finding is None
     assert heart_size(0.58, "ap supine").text == ap.text and heart_size(0.58, "PA erect").finding == "cardiomegaly"
     assert CTR_ENLARGED == 0.5
     # the call follows the value as written: 0.503 reads "0.50", which is not above 0.5

@@ -193,7 +193,8 @@ def test_open_targets_leave_out_masked_and_comparison_sentences() -> None:
     normal = {"no finding": 1}
     assert SentenceMatcher(lines).candidates("left lung", "normal", normal) == ["The lungs are clear."]
     everything = SentenceMatcher(lines, standalone_only=False).candidates("left lung", "normal", normal)
-    assert everything == ["The lungs are clear.", "The XXXX are clear.", "Left lung unchanged."]
+    # the masked sentence stays out either way: the pool filter calls a masked word malformed
+    assert everything == ["The lungs are clear.", "Left lung unchanged."]
 
 
 def test_note_sentences_keep_radiograph_descriptions() -> None:

@@ -35,6 +35,12 @@ Target sentence (stage 3)
     ``standalone_only`` (default) only sentences that one radiograph can support
     (:func:`standalone`: no IU de-identification mask "XXXX", no comparison with a prior study
     or the patient's history), since the matched image is not the one the sentence described.
+The pool filter (both paths, and :func:`sentence_pool`)
+    Only sentences of a chest-radiograph report are targets: :func:`crrg.data.sentences.pool_rejection`
+    drops other body parts and examinations (shoulder, humeral head, glenoid, limbs, free
+    intraperitoneal air), image counts ("Right shoulder: 3 images.") and malformed sentences
+    ("There is no evidence for mass lung apices."). The report (:mod:`crrg.grounding`) drops a
+    decoder sentence by the same rule.
 CLIP label vectors (:func:`label_vector`)
     over :data:`crrg.labels.FINDINGS`: +1 present, -1 absent, 0 unknown or uncertain; positives
     implied through :data:`COMPATIBLE` get +0.5. A prompt "{label}" is +1 on its label, "no {label}"
@@ -53,6 +59,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from crrg.data.sentences import is_chest_sentence
 from crrg.labels import FINDINGS
 from crrg.locations import named_locations
 from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
@@ -164,9 +171,12 @@ def paired_sentences(sentences: Iterable[dict[str, Any]]) -> dict[str, list[dict
 
 
 def paired_region_sentences(lines: list[dict[str, Any]]) -> list[str | None]:
-    """[29] the image's sentences naming each region, joined in report order (None: none)."""
+    """[29] the image's sentences naming each region, joined in report order (None: none);
+    sentences the pool filter rejects (:func:`crrg.data.sentences.pool_rejection`) are left out."""
     texts: list[list[str]] = [[] for _ in REGIONS]
     for line in lines:
+        if not is_chest_sentence(line["text"]):
+            continue
         for region in line.get("regions", []):
             if region in REGION_INDEX and line["text"] not in texts[REGION_INDEX[region]]:
                 texts[REGION_INDEX[region]].append(line["text"])
@@ -185,7 +195,7 @@ class SentenceMatcher:
         self.require_primary = require_primary
         self.by_region: dict[str, list[tuple[str, bool, frozenset[str]]]] = defaultdict(list)
         for line in sentences:
-            if standalone_only and not standalone(line["text"]):
+            if (standalone_only and not standalone(line["text"])) or not is_chest_sentence(line["text"]):
                 continue
             entry = (line["text"], bool(line.get("abnormal")), frozenset(line.get("findings", [])))
             for region in line.get("regions", []):
@@ -239,12 +249,13 @@ def standalone(text: str) -> bool:
 
 def sentence_pool(prepared: Any, split: str, sources: Iterable[str]) -> list[dict[str, Any]]:
     """Report sentence lines of ``split`` from ``sources``: sources of ``sentences.jsonl``
-    ("iu_xray", "mimic_cxr") and "clinical_notes" (:func:`note_sentences` of the split's images)."""
+    ("iu_xray", "mimic_cxr") and "clinical_notes" (:func:`note_sentences` of the split's images),
+    without the sentences the pool filter rejects (:func:`crrg.data.sentences.pool_rejection`)."""
     sources = set(sources)
     lines = [s for s in prepared.sentences(split) if s.get("source") in sources]
     if "clinical_notes" in sources:
         lines += note_sentences(prepared.images(split))
-    return lines
+    return [s for s in lines if is_chest_sentence(s["text"])]
 
 
 def note_sentences(records: Iterable[dict[str, Any]], paired: bool = False) -> list[dict[str, Any]]:

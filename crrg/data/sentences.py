@@ -28,7 +28,9 @@ __all__ = [
     "analyse_sentence",
     "extract_findings",
     "is_abnormal",
+    "is_chest_sentence",
     "label_report",
+    "pool_rejection",
     "sentence_regions",
     "split_sentences",
 ]
@@ -335,3 +337,41 @@ def extract_findings(text: str, uncertain_as_positive: bool = False) -> list[str
     """
     keep = (1, -1) if uncertain_as_positive else (1,)
     return [name for name, value in label_report(text).items() if value in keep]
+
+
+# --------------------------------------------------------------------------- the pool filter
+_POOL_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("not about the chest", re.compile(rules.NON_CHEST)),
+    ("image count or examination", re.compile(rules.IMAGE_COUNT)),
+    ("malformed", re.compile(rules.MALFORMED)),
+)
+
+
+def pool_rejection(text: str) -> str | None:
+    """Why ``text`` is no sentence of a chest-radiograph report, or ``None`` when it is one.
+
+    One rule for the decoder's training pool (:mod:`train.targets`) and the report
+    (:mod:`crrg.grounding`): other body parts and examinations (:data:`~crrg.data.vocab_rules.NON_CHEST`:
+    shoulder, humerus, glenoid, limbs, pelvis, free intraperitoneal air), image counts and
+    examination descriptions (:data:`~crrg.data.vocab_rules.IMAGE_COUNT`), and sentences a
+    radiology-vocabulary check calls malformed (:data:`~crrg.data.vocab_rules.MALFORMED`).
+    Matched on the lower-cased text, hyphens and slashes as spaces, masks as "xxxx" (no
+    laterality rewrites: "right greater than left bilateral" is not a word typed twice).
+
+    >>> pool_rejection("Right shoulder: 3 images.")
+    'not about the chest'
+    >>> pool_rejection("There is no evidence for mass lung apices.")
+    'malformed'
+    >>> pool_rejection("No pleural effusion or pneumothorax.") is None
+    True
+    """
+    normalised = re.sub(r"\s+", " ", re.sub(r"[-/]", " ", _DEID.sub("xxxx", html.unescape(text).lower())))
+    for reason, pattern in _POOL_RULES:
+        if pattern.search(normalised):
+            return reason
+    return None
+
+
+def is_chest_sentence(text: str) -> bool:
+    """True when :func:`pool_rejection` keeps ``text``."""
+    return pool_rejection(text) is None

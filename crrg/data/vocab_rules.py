@@ -315,3 +315,38 @@ SCOPE_BREAK = (
 # Hedge words also end a negation scope ("No consolidation, likely atelectasis"), not an
 # uncertainty one.
 NEGATION_ONLY_BREAK = r"\b(?:likely|probably|possibly|may|might|could)\b"
+
+# ---------------------------------------------------------------------------------------------
+# The pool filter (:func:`crrg.data.sentences.pool_rejection`): sentences that are no sentence of a
+# chest-radiograph report. IU X-ray reports sometimes hold the text of other examinations of the
+# same visit (a shoulder, a knee, an abdomen film), image counts and typing slips; the decoder
+# learned them, so the training pool and the report drop them by the same rule. Matched on the
+# normalised text (lower case, hyphens and slashes as spaces, "XXXX" / "___" as "xxxx").
+# ---------------------------------------------------------------------------------------------
+# Other body parts and examinations: the shoulder joint (the clavicles stay), limbs, pelvis, skull,
+# and abdomen-only statements (free intraperitoneal / subdiaphragmatic air is read on an abdomen
+# or upright abdomen film; a heading "Abdomen." or "Left knee:" starts another examination's text).
+NON_CHEST = (
+    r"\bshoulders?\b|\bhumer(?:us|al|i)\b|\bglen(?:oid|ohumeral)\b|\bknees?\b|\bhips?\b"
+    r"|\bpelvi(?:s|c)\b|\bacetabul\w*|\bfemo(?:ral|ur|r)\b|\bpopliteal\b|\btibia\w*|\bfibula\w*"
+    r"|\bhands?\b(?! side)|\bwrists?\b|\belbows?\b|\bforearms?\b|\bfingers?\b|\bankles?\b|\bfoot\b"
+    r"|\bfeet\b|\bskull\b|\bintraperitoneal\b|\bpneumoperitoneum\b|\bfree (?:\w+ )?air\b"
+    r"|\bsubdiaphragmatic (?:free )?air\b|^(?:(?:right|left|upper|lower) )?abdomen\W*$"
+)
+# Image counts and descriptions of the examination rather than of the image ("Right shoulder:
+# 3 images.", "PA and lateral views of the chest were obtained."): the model sees one frontal film.
+IMAGE_COUNT = (
+    r"\b(?:\d+|one|two|three|four|five|six|total of \d+) (?:images?|radiographs?)\b"
+    r"|\bviews? (?:\w+ ){0,4}(?:was|were) (?:obtained|submitted|performed|acquired|provided)\b"
+    r"|\bimages? (?:\w+ ){0,2}(?:available|submitted|obtained)\b"
+)
+# A radiology-vocabulary check for malformed sentences: a de-identification mask ("xxxx": a word
+# is missing), a word typed twice ("is is"), a finding noun run straight into an anatomy noun with
+# no preposition ("no evidence for mass lung apices"), or a sentence ending on a function word.
+FINDING_NOUNS = (r"(?:mass(?:es)?|nodules?|opacit(?:y|ies)|effusions?|consolidations?|infiltrates?"
+                 r"|pneumothora(?:x|ces)|atelectasis|edema|lesions?|granulomas?)")
+ANATOMY_NOUNS = r"(?:lungs?|ap(?:ex|ices)|bases?|zones?|lobes?|hil(?:a|um)|fields?)"
+MALFORMED = (
+    r"\bxxxx\b|\b([a-z]+) \1\b|\b" + FINDING_NOUNS + r" " + ANATOMY_NOUNS + r"\b"
+    r"|\b(?:the|a|an|of|for|in|with|and|or|to|at|on|by|no|is|are)\W*$"
+)

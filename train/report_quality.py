@@ -1,0 +1,187 @@
+"""How the reports read (issue #17): repeats, non-chest sentences, contradictions, length, and an
+NLG style check against IU X-ray's normal reports.
+
+    python -m crrg report IMAGES... --force --out runs/reports.jsonl
+    python -m train.report_quality runs/reports.jsonl --prepared runs/prepared --out quality.json
+
+Per report (targets 0 for the first five):
+
+- ``topics_twice``: topics (:data:`crrg.report.TOPICS`, per side for the lungs, pleura and hila)
+  stated by two or more normal or measurement sentences ("No pleural effusion." after "No focal
+  consolidation, pneumothorax or large pleural effusion.");
+- ``non_chest``: sentences :func:`crrg.data.sentences.pool_rejection` calls "not about the chest"
+  or "image count or examination"; ``malformed``: those it calls "malformed";
+- ``contradictions``: normal statements on the topic of a finding of the same report ("The lungs
+  are clear." next to an opacity; :func:`crrg.grounding.finding_keys`);
+- ``long_sentences``: sentences over :data:`LONG_WORDS` words;
+- and ``distinct_sentences`` (over all reports), ``mean_sentences`` and ``mean_words`` per report.
+
+NLG, a style check and not a measure of accuracy: for the images whose report states no finding
+(no sentence with a ``finding``), the report text (the "Impression:" label removed) is scored with
+pycocoevalcap (:func:`crrg.metrics.nlg.compute_nlg`: BLEU-1..4, METEOR, ROUGE-L) against every
+normal report of the IU X-ray test split as references (a normal report: no abnormal sentence).
+These images are not IU images and have no report of their own, so this says how close the
+wording is to what radiologists write on normal films, not whether the report is right. The
+baseline is the most common normal report of the IU train split, given for every such image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from crrg.data.sentences import pool_rejection
+from crrg.grounding import finding_keys
+from crrg.report import topic_keys
+from crrg.types import Evidence, Sentence
+
+logger = logging.getLogger(__name__)
+
+LONG_WORDS = 30
+NON_CHEST = ("not about the chest", "image count or examination")
+COUNTS = ("topics_twice", "non_chest", "malformed", "contradictions", "long_sentences")
+
+
+def _sentence(data: dict[str, Any]) -> Sentence:
+    ev = data.get("evidence") or {}
+    return Sentence(data["text"], tuple(data.get("regions") or ()), data.get("finding"),
+                    Evidence(ev.get("kind", "region"), ev.get("probability"), ev.get("value")))
+
+
+def report_counts(sentences: Sequence[Sentence]) -> dict[str, int]:
+    """The per-report counts of the module doc for one report's sentences."""
+    findings = [s for s in sentences if s.finding is not None]
+    statements = [s for s in sentences if s.finding is None]
+    contradicted = {k for s in findings for k in finding_keys(s)}
+    said: Counter[tuple[str, str]] = Counter()
+    contradictions = 0
+    for s in statements:
+        keys = finding_keys(s) if s.evidence.kind == "measurement" else topic_keys(s.text)
+        said.update(keys)
+        contradictions += s.evidence.kind != "measurement" and bool(keys & contradicted)
+    for s in findings:  # a measured finding (the heart) also states its topic
+        if s.evidence.kind == "measurement":
+            said.update(finding_keys(s))
+    reasons = [pool_rejection(s.text) for s in sentences]
+    return {"topics_twice": len({t for (t, _), n in said.items() if n > 1}),
+            "non_chest": sum(r in NON_CHEST for r in reasons),
+            "malformed": sum(r == "malformed" for r in reasons),
+            "contradictions": int(contradictions),
+            "long_sentences": sum(len(s.text.split()) > LONG_WORDS for s in sentences)}
+
+
+def report_text(record: dict[str, Any]) -> str:
+    """The report as prose: the "Impression:" label removed, one line."""
+    return " ".join(record.get("report", "").replace("Impression:", " ").split())
+
+
+def quality(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Totals, reports with any count > 0, distinct sentences, means (see the module doc)."""
+    records = list(records)
+    totals = dict.fromkeys(COUNTS, 0)
+    with_any = dict.fromkeys(COUNTS, 0)
+    texts: set[str] = set()
+    n_sentences = n_words = 0
+    for record in records:
+        sentences = [_sentence(s) for s in record.get("sentences") or []]
+        for key, value in report_counts(sentences).items():
+            totals[key] += value
+            with_any[key] += value > 0
+        texts |= {s.text for s in sentences}
+        n_sentences += len(sentences)
+        n_words += len(report_text(record).split())
+    n = max(len(records), 1)
+    return {"reports": len(records), "totals": totals, "reports_with": with_any,
+            "distinct_sentences": len(texts), "mean_sentences": n_sentences / n, "mean_words": n_words / n}
+
+
+def iu_normal_reports(prepared: Path) -> dict[str, list[str]]:
+    """{split: [report text]} of IU X-ray reports with no abnormal sentence (sentences in order)."""
+    reports: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    with (prepared / "sentences.jsonl").open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row.get("source") == "iu_xray":
+                reports[(row["split"], row["report"])].append(row)
+    out: dict[str, list[str]] = defaultdict(list)
+    for (split, _), rows in reports.items():
+        if not any(r.get("abnormal") for r in rows):
+            out[split].append(" ".join(r["text"] for r in sorted(rows, key=lambda r: r.get("index", 0))))
+    return dict(out)
+
+
+def nlg_style(records: Sequence[dict[str, Any]], prepared: Path) -> dict[str, Any]:
+    """NLG of the reports stating no finding vs IU test normal reports; baseline: the most
+    common IU train normal report."""
+    from crrg.metrics.nlg import compute_nlg
+
+    normal = iu_normal_reports(prepared)
+    references = normal.get("test", [])
+    baseline_text, baseline_count = Counter(normal.get("train", [])).most_common(1)[0]
+    hypotheses = [report_text(r) for r in records
+                  if r.get("sentences") and not any(s.get("finding") for s in r["sentences"])]
+    out: dict[str, Any] = {"images": len(hypotheses), "references": len(references),
+                           "baseline_text": baseline_text, "baseline_train_count": baseline_count}
+    if not hypotheses or not references:
+        return out
+    metrics = ("bleu", "meteor", "rouge")
+    out["model"] = compute_nlg([references] * len(hypotheses), hypotheses, metrics=metrics)
+    out["baseline"] = compute_nlg([references] * len(hypotheses), [baseline_text] * len(hypotheses),
+                                  metrics=metrics)
+    return out
+
+
+def load_records(path: Path, prepared: Path) -> list[dict[str, Any]]:
+    """The report JSON lines, each with ``source`` / ``split`` from ``prepared/images.jsonl``
+    (matched on the end of the image path)."""
+    meta = {}
+    with (prepared / "images.jsonl").open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            meta[row["image"]] = row
+    records = []
+    with path.open() as handle:
+        for line in handle:
+            record = json.loads(line)
+            if "report" not in record:
+                continue  # a failed image
+            key = next((k for k in _suffixes(record["image"]) if k in meta), None)
+            info = meta.get(key, {})
+            records.append({**record, "source": info.get("source"), "split": info.get("split")})
+    return records
+
+
+def _suffixes(path: str) -> list[str]:
+    parts = Path(path).parts
+    return ["/".join(parts[i:]) for i in range(len(parts))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", type=Path, help="JSON lines of `python -m crrg report --out`")
+    parser.add_argument("--prepared", type=Path, required=True, help="train.prepare output folder")
+    parser.add_argument("--out", type=Path, required=True, help="figures JSON to write")
+    parser.add_argument("--no-nlg", action="store_true", help="skip the NLG style check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    records = load_records(args.reports, args.prepared)
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_source[record.get("source") or "unknown"].append(record)
+    figures: dict[str, Any] = {"reports_file": str(args.reports), "all": quality(records),
+                               "by_source": {s: quality(r) for s, r in sorted(by_source.items())},
+                               "splits": dict(Counter(r.get("split") for r in records))}
+    if not args.no_nlg:
+        figures["nlg_normal_vs_iu_test_normal"] = nlg_style(records, args.prepared)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    logger.info("wrote %s: %s", args.out, json.dumps(figures["all"]))
+
+
+if __name__ == "__main__":
+    main()
