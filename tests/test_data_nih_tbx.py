@@ -220,3 +220,36 @@ def test_a_film_in_two_sources_is_excluded_and_its_patient_follows_the_copy(tmp_
     assert lines["90000001_001.jpg"]["split"] == EXCLUDED
     assert lines["90000001_001.jpg"]["same_film_as"] == ["covid_radiography/Normal/Normal-1.jpg"]
     assert "same_film_as" not in lines["Normal-1.jpg"]
+
+
+def test_tb_boxes_reach_the_opacity_head_targets_through_the_detector_boxes(fixture_data, tmp_path):
+    """train.heads_data: a TBX11K image has no prepared region boxes, so its opacity targets come
+    from the detector's cached boxes (predicted_boxes) through the same region_labels rule."""
+    import torch
+
+    from crrg.regions import NUM_REGIONS, REGIONS
+    from train.finding_labels import FindingLabeler
+    from train.heads_data import predicted_boxes
+
+    prepare.prepare(fixture_data, tmp_path / "prepared", sources=["tbx11k"])
+    rows = {json.loads(line)["patient"]: json.loads(line)
+            for line in (tmp_path / "prepared" / "images.jsonl").read_text().splitlines()}
+    regions = silver_regions()
+    cached = {"boxes": torch.tensor([regions.get(r, [0, 0, 1, 1]) for r in REGIONS], dtype=torch.float32),
+              "detected": torch.tensor([r in regions for r in REGIONS])}
+    assert set(predicted_boxes(cached)) == set(regions)
+    labeler = FindingLabeler(fixture_data, REGION_FINDINGS)
+    target, known = labeler(rows["tb9001"], predicted_boxes(cached))
+    j = REGION_FINDINGS.index("opacity")
+    expected = region_labels(
+        [FindingBox(b["finding"], tuple(b["box"]), b["kind"]) for b in rows["tb9001"]["finding_boxes"]],
+        regions, int(rows["tb9001"]["width"]), int(rows["tb9001"]["height"]), FINDING_REGIONS["opacity"])
+    for zone in FINDING_REGIONS["opacity"]:
+        i = REGIONS.index(zone)
+        assert bool(known[i, j]) == (expected[zone] is not None)
+        if expected[zone] is not None:
+            assert target[i, j] == expected[zone]
+    assert target[:, j].sum() >= 2 and (known[:, j] & (target[:, j] == 0)).sum() >= 2
+    assert target.shape == (NUM_REGIONS, len(REGION_FINDINGS))
+    _, nothing = labeler(rows["tb9003"], predicted_boxes(cached))  # TB without a box: unknown
+    assert not nothing[:, j].any()

@@ -87,6 +87,17 @@ def test_thresholds_and_binary_scores_on_known_inputs() -> None:
     assert (probs.max(1) >= t).mean() <= 0.10 and (probs.max(1) >= t - 0.01).mean() > 0.10
 
 
+def test_keep_outputs_cuts_a_head_to_the_named_findings() -> None:
+    from train.train_heads import keep_outputs
+
+    torch.manual_seed(0)
+    full = ImageFindings(ImageFindingsConfig(embed_dim=8, inputs=("embedding",), findings=("pneumonia", "edema", "mass"))).eval()
+    cut = keep_outputs(full, ("pneumonia", "mass"))
+    x = torch.randn(5, 8)
+    assert cut.config.findings == ("pneumonia", "mass")
+    assert torch.allclose(cut(x), full(x)[:, [0, 2]])
+
+
 def test_assembled_heads_save_and_load(tmp_path: Path) -> None:
     from crrg.model import CRRGModel
     from pipeline_fixture import tiny_model
@@ -120,8 +131,10 @@ def test_assembled_heads_save_and_load(tmp_path: Path) -> None:
 def _synthetic_data(n_per: int = 40):
     from train.heads_data import HeadData
 
+    from train.heads_data import IMAGE_EXTRA
+
     rows, y = [], []
-    for source in ("covid_radiography", "kermany_pneumonia", "jsrt_scr"):
+    for source in ("covid_radiography", "kermany_pneumonia", "jsrt_scr", "nih_cxr14"):
         for i in range(n_per):
             split = ("train", "val", "test")[i % 3]
             label = int(i % 2 == 0) if source != "jsrt_scr" else 0
@@ -131,12 +144,19 @@ def _synthetic_data(n_per: int = 40):
     g = torch.Generator().manual_seed(0)
     y_t = torch.tensor(y, dtype=torch.float32)
     emb = torch.randn(n, 8, generator=g) + y_t[:, None]  # learnable from the embedding
+    # NIH rows assess the extra findings: "pleural effusion" follows the (learnable) label, "edema"
+    # is known on too few validation images to be judged, the rest are unknown
+    nih = torch.tensor([r["source"] == "nih_cxr14" for r in rows])
+    extra, extra_known = torch.zeros(n, len(IMAGE_EXTRA)), torch.zeros(n, len(IMAGE_EXTRA), dtype=torch.bool)
+    effusion, edema = list(IMAGE_EXTRA).index("pleural effusion"), list(IMAGE_EXTRA).index("edema")
+    extra[:, effusion], extra_known[:, effusion] = y_t, nih
+    extra_known[:, edema] = nih & (torch.arange(n) % 9 == 0)
     return HeadData(keys=[r["image"] for r in rows], rows=rows, fused=torch.randn(n, NUM_REGIONS, 4, generator=g),
                     crops=torch.randn(n, NUM_REGIONS, 8, generator=g), embedding=emb,
                     detected=torch.ones(n, NUM_REGIONS, dtype=torch.bool), boxes=torch.zeros(n, NUM_REGIONS, 4),
                     findings=torch.zeros(n, NUM_REGIONS, 3), findings_known=torch.zeros(n, NUM_REGIONS, 3, dtype=torch.bool),
                     abnormal=torch.zeros(n, NUM_REGIONS), abnormal_known=torch.zeros(n, NUM_REGIONS, dtype=torch.bool),
-                    image=y_t, image_known=torch.ones(n, dtype=torch.bool))
+                    image=y_t, image_known=torch.ones(n, dtype=torch.bool), extra=extra, extra_known=extra_known)
 
 
 def test_leave_one_source_out_never_trains_or_thresholds_on_the_held_out_source(monkeypatch) -> None:
@@ -153,7 +173,7 @@ def test_leave_one_source_out_never_trains_or_thresholds_on_the_held_out_source(
 
     monkeypatch.setattr(th, "train_image_head", spy)
     monkeypatch.setattr(th, "ImageFindingsConfig",
-                        lambda inputs: ImageFindingsConfig(embed_dim=8, feature_dim=4, inputs=inputs))
+                        lambda **kw: ImageFindingsConfig(embed_dim=8, feature_dim=4, **kw))
     out = th.loso(data, ("embedding",), False)["test"]
     assert [held for held in th.LOSO_SOURCES] == [k for k in out if k != "mean_balanced_accuracy"]
     for held, (train_sources, val_sources) in zip(th.LOSO_SOURCES, seen):
@@ -180,7 +200,7 @@ def test_heads_steps_write_a_calibration_the_model_reads(monkeypatch, tmp_path: 
                                abnormal=(torch.rand(data.abnormal.shape, generator=g) < 0.3).float(),
                                abnormal_known=torch.ones_like(data.abnormal_known))
     monkeypatch.setattr(th, "ImageFindingsConfig",
-                        lambda inputs: ImageFindingsConfig(embed_dim=8, feature_dim=4, inputs=inputs))
+                        lambda **kw: ImageFindingsConfig(embed_dim=8, feature_dim=4, **kw))
     monkeypatch.setattr(th, "RegionFindingsConfig",
                         lambda findings: RegionFindingsConfig(feature_dim=4, crop_dim=8, hidden_dim=6, findings=findings))
     monkeypatch.setattr(th, "ClassifierConfig", lambda: ClassifierConfig(feature_dim=4, hidden_dim=6))
@@ -193,6 +213,14 @@ def test_heads_steps_write_a_calibration_the_model_reads(monkeypatch, tmp_path: 
     assert set(outcome.metrics["image_level"]["variants"]) == {"whole_image", "whole_image+balanced"}
     assert set(outcome.region_thresholds) == set(REGION_FINDINGS)
     stored = json.loads((tmp_path / "calibration.json").read_text())
-    assert set(stored) == {"abnormality", "image.pneumonia", *(f"findings.{f}" for f in REGION_FINDINGS)}
+    assert set(stored) == {"abnormality", "image.pneumonia", "image.pleural effusion",
+                           *(f"findings.{f}" for f in REGION_FINDINGS)}
+    extra = outcome.metrics["image_level"]["extra_findings"]
+    assert extra["pleural effusion"]["kept"] and extra["pleural effusion"]["val_auc"] >= th.MIN_REPORT_AUC
+    assert not extra["edema"]["kept"] and "val positives" in extra["edema"]["reason"]
+    assert set(json.loads((tmp_path / "grounding.json").read_text())["image_thresholds"]) >= {
+        "pneumonia", "pleural effusion"}
+    shipped = outcome.heads["image_findings_config"]["findings"]
+    assert tuple(shipped) == ("pneumonia", "pleural effusion")
     assert Calibration.from_json(stored) == outcome.calibration
     assert set(json.loads((tmp_path / "metrics.json").read_text())["calibration"]) == set(stored)

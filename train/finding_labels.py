@@ -12,6 +12,9 @@ over the image's region boxes (``regions.jsonl``, stored-image pixels):
 - **the image's own note** (``covid_lung_boxes`` / ``covid_anatomy`` clinical notes): a radiograph
   sentence (the rules of :func:`train.targets.note_sentences`) stating an opacity in named lung
   zones makes those zones positive (other zones stay unknown: a note does not list normal zones).
+- **TB areas** (``tbx11k``, the records' ``finding_boxes``): opacity in the lung zones a box
+  overlaps, none in the zones every box misses (:func:`crrg.data.readers.tbx11k.region_labels`);
+  the region boxes are the detector's own (cached with the features), as TBX11K has no masks.
 - **normal images** (``no finding`` = 1, any source): negative for every finding in every region.
 
 Everything else (Kermany pneumonia, COVID-radiography COVID-19: image labels only) is masked.
@@ -31,7 +34,8 @@ import torch
 from torch import Tensor
 
 from crrg.data.overlap import box_mask, region_overlap_labels
-from crrg.data.readers import read_csv
+from crrg.data.readers import read_csv, tbx11k
+from crrg.data.records import FindingBox
 from crrg.data.readers.covid_anatomy import _place_mask
 from crrg.findings import FINDING_REGIONS, LUNG_ZONES, REGION_FINDINGS
 from crrg.regions import NUM_REGIONS, REGION_INDEX
@@ -168,6 +172,10 @@ class FindingLabeler:
                     if placed is not None:
                         mask |= placed
                 self._set(target, known, finding, region_overlap_labels(mask, boxes, FINDING_REGIONS[finding]))
+        if image.get("finding_boxes") and "opacity" in self.findings:  # TBX11K: TB areas boxed
+            h, w = int(image["height"]), int(image["width"])
+            drawn = [FindingBox(b["finding"], tuple(b["box"]), b.get("kind", "")) for b in image["finding_boxes"]]
+            self._set(target, known, "opacity", tbx11k.region_labels(drawn, boxes, w, h, FINDING_REGIONS["opacity"]))
         if image.get("text_kind") == "clinical_notes" and "opacity" in self.findings:
             self._set(target, known, "opacity", {z: 1 for z in note_zones(image.get("text"))})
         return target, known

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from crrg.findings import REGION_FINDINGS
-from crrg.regions import REGION_INDEX
+from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
 from train.datasets import PreparedData
 from train.finding_labels import FindingLabeler
 from train.prepare import LUNG_DISEASE
@@ -33,6 +33,32 @@ def image_target(row: dict[str, Any]) -> int | None:
     return None
 
 
+#: image-level findings beyond "pneumonia-like" and the sources that assess each. Only those
+#: sources give targets (others are masked, even their normal images), so a head cannot learn
+#: "which source" for them: NIH ChestX-ray14 holds normals and abnormals of one hospital; JSRT
+#: holds nodule and non-nodule films of one screening set.
+IMAGE_EXTRA: dict[str, tuple[str, ...]] = {
+    "cardiomegaly": ("nih_cxr14",), "pleural effusion": ("nih_cxr14",), "atelectasis": ("nih_cxr14",),
+    "edema": ("nih_cxr14",), "pneumothorax": ("nih_cxr14",), "consolidation": ("nih_cxr14",),
+    "infiltration": ("nih_cxr14",), "nodule": ("nih_cxr14", "jsrt_scr"), "mass": ("nih_cxr14",),
+}
+
+
+def extra_targets(row: dict[str, Any]) -> tuple[list[float], list[bool]]:
+    """Targets and known flags of :data:`IMAGE_EXTRA` for one prepared image: the image's own
+    label, or absent on a "No Finding" image, from an assessing source only."""
+    labels = row.get("labels") or {}
+    values, known = [], []
+    for finding, sources in IMAGE_EXTRA.items():
+        value = labels.get(finding)
+        if value is None and labels.get("no finding") == 1:
+            value = 0
+        ok = row["source"] in sources and value is not None
+        values.append(float(value or 0) if ok else 0.0)
+        known.append(ok)
+    return values, known
+
+
 @dataclass
 class HeadData:
     keys: list[str]
@@ -48,6 +74,8 @@ class HeadData:
     abnormal_known: Tensor  # [N, 29] bool
     image: Tensor  # [N] 0/1
     image_known: Tensor  # [N] bool
+    extra: Tensor  # [N, len(IMAGE_EXTRA)] 0/1
+    extra_known: Tensor  # [N, len(IMAGE_EXTRA)] bool
 
     @property
     def sources(self) -> list[str]:
@@ -66,16 +94,22 @@ class HeadData:
         return torch.tensor(keep, dtype=torch.long)
 
 
+def predicted_boxes(cached: dict[str, Any]) -> dict[str, list[float]]:
+    """{region: box} of the detector's detected regions in a feature-cache entry (stored-image
+    pixels): the region boxes of an image the prepared data has none for (TBX11K)."""
+    return {REGIONS[i]: cached["boxes"][i].tolist() for i in range(NUM_REGIONS) if bool(cached["detected"][i])}
+
+
 def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
           findings: tuple[str, ...] = REGION_FINDINGS) -> HeadData:
     labeler = FindingLabeler(prepared.data_root, findings)
     boxes = {r["image"]: r["boxes"] for r in prepared.regions(None)}
     rows = [r for r in prepared.images(None) if r.get("image") in features]
     rows.sort(key=lambda r: r["image"])
-    targets, knowns, abn, abn_known, img, img_known = [], [], [], [], [], []
+    targets, knowns, abn, abn_known, img, img_known, extra, extra_known = [], [], [], [], [], [], [], []
     path_idx = [findings.index(f) for f in PATHOLOGY if f in findings]
     for row in rows:
-        t, k = labeler(row, boxes.get(row["image"]))
+        t, k = labeler(row, boxes.get(row["image"]) or predicted_boxes(features[row["image"]]))
         targets.append(t)
         knowns.append(k)
         a = (t[:, path_idx] * k[:, path_idx]).amax(dim=1)  # [29]
@@ -92,6 +126,9 @@ def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
         y = image_target(row)
         img.append(float(y or 0))
         img_known.append(y is not None)
+        values, known = extra_targets(row)
+        extra.append(values)
+        extra_known.append(known)
     f = [features[r["image"]] for r in rows]
     return HeadData(
         keys=[r["image"] for r in rows], rows=rows,
@@ -103,6 +140,8 @@ def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
         findings=torch.stack(targets), findings_known=torch.stack(knowns),
         abnormal=torch.stack(abn), abnormal_known=torch.stack(abn_known),
         image=torch.tensor(img), image_known=torch.tensor(img_known),
+        extra=torch.tensor(extra).reshape(len(rows), len(IMAGE_EXTRA)),
+        extra_known=torch.tensor(extra_known).reshape(len(rows), len(IMAGE_EXTRA)),
     )
 
 
@@ -112,5 +151,5 @@ def concat(a: HeadData, b: HeadData, tag: str = "augmented") -> HeadData:
     keys = list(a.keys) + [f"{k}#{tag}" for k in b.keys]
     fields = {name: torch.cat([getattr(a, name), getattr(b, name)])
               for name in ("fused", "crops", "embedding", "detected", "boxes", "findings", "findings_known",
-                           "abnormal", "abnormal_known", "image", "image_known")}
+                           "abnormal", "abnormal_known", "image", "image_known", "extra", "extra_known")}
     return HeadData(keys=keys, rows=rows, **fields)
