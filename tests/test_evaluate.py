@@ -72,6 +72,44 @@ def test_report_metrics_headline_and_strict_protocols() -> None:
                                                                                    "covid_radiography"}
 
 
+def test_report_metrics_says_how_often_a_report_states_a_pathology_per_source() -> None:
+    sample = [{"image": k, "source": "nih_cxr14", "abnormal": abnormal,
+               "labels": {"no finding": int(not abnormal), "atelectasis": int(abnormal)}}
+              for k, abnormal in (("a", True), ("b", True), ("c", False), ("d", False))]
+    texts = {"a": "Right lower lobe airspace disease consistent with pneumonia.", "b": "The lungs are clear.",
+             "c": "The lungs are clear.", "d": "There is a left pleural effusion."}
+    outputs = {}
+    for key, text in texts.items():
+        outputs[key] = _outputs({}, set())
+        outputs[key].report = text
+    stated = ev.report_metrics(sample, outputs)["pathology_stated_by_source"]["nih_cxr14"]
+    assert stated == {"abnormal_stated": 0.5, "n_abnormal": 2, "normal_stated": 0.5, "n_normal": 2}
+
+
+def test_image_finding_metrics_score_each_finding_on_the_sources_that_assess_it() -> None:
+    """Pneumonia-like on every labelled source; NIH's findings on NIH only (a normal Kermany film
+    is not a negative for effusion); sensitivity / specificity at the model's own threshold."""
+    rows = [("k1", "kermany_pneumonia", {"pneumonia": 1, "no finding": 0}, 0.9, 0.8),
+            ("k2", "kermany_pneumonia", {"no finding": 1}, 0.2, 0.1),
+            ("n1", "nih_cxr14", {"no finding": 0, "pleural effusion": 1}, 0.3, 0.7),
+            ("n2", "nih_cxr14", {"no finding": 1}, 0.1, 0.4),
+            ("n3", "nih_cxr14", {"no finding": 0, "pleural effusion": 0, "pneumonia": 1}, 0.6, 0.2)]
+    records, outputs = [], {}
+    for key, source, labels, pneumonia, effusion in rows:
+        records.append({"image": key, "source": source, "labels": labels})
+        outputs[key] = _outputs({}, set())
+        outputs[key].image_findings = {"pneumonia": pneumonia, "pleural effusion": effusion}
+    from crrg.model import CRRGConfig
+
+    config = CRRGConfig()
+    config.grounding.image_thresholds = {"pneumonia": 0.5, "pleural effusion": 0.5}
+    m = ev.image_finding_metrics(records, outputs, config)
+    assert m["pneumonia"]["n"] == 4 and m["pneumonia"]["auc"] == 1.0  # n1: atelectasis-free, unknown
+    assert m["pleural effusion"]["n"] == 3 and set(m["pleural effusion"]["by_source"]) == {"nih_cxr14"}
+    assert m["pleural effusion"]["sensitivity"] == 1.0 and m["pleural effusion"]["specificity"] == 1.0
+    assert m["pneumonia"]["by_source"]["nih_cxr14"]["sensitivity"] == 1.0
+
+
 def test_region_ious_scales_stored_boxes_and_counts_misses_as_zero() -> None:
     # the stored image was twice the loaded size: ground truth is halved before the IoU
     boxes = {"right lung": [0, 0, 40, 40], "left lung": [100, 0, 140, 40], "trachea": [80, 0, 100, 40]}

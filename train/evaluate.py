@@ -193,7 +193,7 @@ def run_inference(pipe: Pipeline, images: Sequence[tuple[str, Path]], labels: Se
 
 
 def generate_reports(pipe: Pipeline, outputs: dict[str, Outputs], keys: Iterable[str],
-                     prepared: PreparedDataData, batch_size: int) -> dict[str, ReportResult]:
+                     prepared: PreparedData, batch_size: int) -> dict[str, ReportResult]:
     """Reports of ``keys`` as the pipeline writes them (:meth:`crrg.pipeline.Pipeline.batch`);
     fills ``report`` / ``sentences`` (the decoder's, per region) of ``outputs`` and returns the
     full results (sentences with their evidence)."""
@@ -370,12 +370,58 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
         by_source=by_source, empty_reports=sum(not t for t in reports),
         mean_sentences=float(np.mean([len(outputs[r["image"]].sentences) for r in sample])),
         abnormal_vs_normal=abnormal_scores([bool(sample[i]["abnormal"]) for i in known], said[known]),
+        pathology_stated_by_source=stated_by_source(sample, said),
         all_findings={**{k: strict[k] for k in CE_KEYS}, "per_label": strict["per_label"]},
         references=("headline: image labels in CheXpert's 14 observations (COVID-19 -> pneumonia, "
                     "nodule -> lung lesion), labels an image's source does not assess not scored; "
                     "all_findings: every finding, labels a source does not give counted as absent"),
     )
     return result
+
+
+def image_finding_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs], config: CRRGConfig
+                          ) -> dict[str, Any]:
+    """The image-level head's calibrated probabilities as the pipeline returns them, per finding,
+    over the test images whose source assesses it (pneumonia: pneumonia-like vs normal,
+    :func:`train.heads_data.image_target`; the others: :data:`train.heads_data.IMAGE_EXTRA`):
+    AUC, and sensitivity / specificity at the model's own threshold, overall and per source."""
+    from train.heads_data import image_finding_target
+
+    thresholds = config.grounding.image_thresholds
+    out: dict[str, Any] = {}
+    found = [r for r in records if r["image"] in outputs]
+    for finding in sorted({f for r in found for f in outputs[r["image"]].image_findings}):
+        truth = [(r["source"], y, outputs[r["image"]].image_findings[finding]) for r in found
+                 if (y := image_finding_target(r, finding)) is not None]
+        if not truth:
+            continue
+        src, y, p = (np.array(x) for x in zip(*truth))
+        threshold = thresholds.get(finding, 0.5)
+        out[finding] = {"threshold": threshold, **_at_threshold(y, p, threshold),
+                        "by_source": {s: _at_threshold(y[src == s], p[src == s], threshold)
+                                      for s in sorted(set(src))}}
+    return out
+
+
+def _at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    said = p >= threshold
+    return {**_noted(binary_metrics(y, p, threshold)),
+            "sensitivity": float(said[y == 1].mean()) if (y == 1).any() else None,
+            "specificity": float((~said[y == 0]).mean()) if (y == 0).any() else None}
+
+
+def stated_by_source(sample: Sequence[dict[str, Any]], said: np.ndarray) -> dict[str, Any]:
+    """Per source: the share of abnormal images whose report states a pathology, and of normal
+    ("no finding") images whose report states one."""
+    out: dict[str, Any] = {}
+    for source in sorted({r["source"] for r in sample}):
+        idx = [i for i, r in enumerate(sample) if r["source"] == source]
+        abnormal = [i for i in idx if sample[i].get("abnormal") is True]
+        normal = [i for i in idx if (sample[i].get("labels") or {}).get("no finding") == 1]
+        out[source] = {"abnormal_stated": float(said[abnormal].mean()) if abnormal else None,
+                       "n_abnormal": len(abnormal),
+                       "normal_stated": float(said[normal].mean()) if normal else None, "n_normal": len(normal)}
+    return out
 
 
 def abnormal_scores(truth: Sequence[bool], said: Sequence[bool]) -> dict[str, Any]:
@@ -503,6 +549,7 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
         **classifier_metrics(records, outputs, model.config, common,
                              paired_sentences(prepared.sentences(None))),
         "zero_shot": zero_shot_metrics(records, outputs, out),
+        "image_findings": image_finding_metrics(records, outputs, model.config),
         "zero_shot_prompts": {"positive": model.config.clip.positive,
                               "negative": model.config.clip.negative,
                               "templates": model.config.clip.templates,

@@ -59,6 +59,18 @@ def extra_targets(row: dict[str, Any]) -> tuple[list[float], list[bool]]:
     return values, known
 
 
+def image_finding_target(row: dict[str, Any], finding: str) -> float | None:
+    """One image-level finding's target for a prepared image (None: not assessed)."""
+    if finding == "pneumonia":
+        y = image_target(row)
+        return None if y is None else float(y)
+    if finding not in IMAGE_EXTRA:
+        return None
+    values, known = extra_targets(row)
+    j = list(IMAGE_EXTRA).index(finding)
+    return values[j] if known[j] else None
+
+
 @dataclass
 class HeadData:
     keys: list[str]
