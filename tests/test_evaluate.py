@@ -110,6 +110,21 @@ def test_image_finding_metrics_score_each_finding_on_the_sources_that_assess_it(
     assert m["pneumonia"]["by_source"]["nih_cxr14"]["sensitivity"] == 1.0
 
 
+def test_ctr_scores_nih_cardiomegaly_from_the_detector_boxes() -> None:
+    def heart(width: float) -> ev.Outputs:  # lungs span x 10..90 (thorax 80 px)
+        return _outputs({"right lung": [10, 10, 45, 70], "left lung": [55, 10, 90, 70],
+                         "cardiac silhouette": [50 - width / 2, 40, 50 + width / 2, 65]},
+                        detected={"right lung", "left lung", "cardiac silhouette"})
+
+    records = [{"image": k, "source": "nih_cxr14", "labels": labels} for k, labels in (
+        ("big", {"no finding": 0, "cardiomegaly": 1}), ("small", {"no finding": 1}),
+        ("mid", {"no finding": 0, "cardiomegaly": 0}))]
+    outputs = {"big": heart(48), "small": heart(32), "mid": heart(36)}  # CTR 0.6, 0.4, 0.45
+    m = ev.ctr_vs_cardiomegaly(records + [{"image": "x", "source": "kermany_pneumonia",
+                                           "labels": {"no finding": 1}}], outputs | {"x": heart(60)})
+    assert m["n"] == 3 and m["auc"] == 1.0 and m["sensitivity"] == 1.0 and m["specificity"] == 1.0
+
+
 def test_region_ious_scales_stored_boxes_and_counts_misses_as_zero() -> None:
     # the stored image was twice the loaded size: ground truth is halved before the IoU
     boxes = {"right lung": [0, 0, 40, 40], "left lung": [100, 0, 140, 40], "trachea": [80, 0, 100, 40]}

@@ -403,6 +403,31 @@ def image_finding_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, 
     return out
 
 
+def ctr_vs_cardiomegaly(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs],
+                        threshold: float = 0.5) -> dict[str, Any]:
+    """The measured cardiothoracic ratio (the detector's heart and lung boxes, as the report's
+    heart-size sentence uses it) as a score for NIH's image-level cardiomegaly label: AUC, and
+    sensitivity / specificity of CTR > ``threshold``. Views are not known (NIH holds AP films)."""
+    from crrg.measurements import cardiothoracic_ratio
+    from train.heads_data import image_finding_target
+
+    y, ctr = [], []
+    for r in records:
+        out = outputs.get(r["image"])
+        target = image_finding_target(r, "cardiomegaly")
+        if out is None or target is None:
+            continue
+        ratio = cardiothoracic_ratio({name: (out.boxes[i].tolist() if out.detected[i] else None)
+                                      for i, name in enumerate(REGIONS)})
+        if ratio is not None:
+            y.append(target)
+            ctr.append(ratio)
+    if not y:
+        return {"n": 0, "note": "no test image with a cardiomegaly label and a measured CTR"}
+    return {"ctr_threshold": threshold,
+            **_at_threshold(np.array(y), np.array(ctr), threshold + 1e-9)}
+
+
 def _at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
     said = p >= threshold
     return {**_noted(binary_metrics(y, p, threshold)),
@@ -550,6 +575,7 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
                              paired_sentences(prepared.sentences(None))),
         "zero_shot": zero_shot_metrics(records, outputs, out),
         "image_findings": image_finding_metrics(records, outputs, model.config),
+        "ctr_vs_cardiomegaly": ctr_vs_cardiomegaly(records, outputs),
         "zero_shot_prompts": {"positive": model.config.clip.positive,
                               "negative": model.config.clip.negative,
                               "templates": model.config.clip.templates,
