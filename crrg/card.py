@@ -54,11 +54,15 @@ SOURCES: dict[str, tuple[str, str]] = {
     "jsrt_scr": ("jsrt-scr", "JSRT + SCR"),
     "covid_lung_boxes": ("covid-chestxray-lung-boxes", "COVID-19 image data collection, lung boxes"),
     "covid_anatomy": ("covid-chestxray-anatomy", "COVID-19 image data collection, anatomy masks"),
+    "nih_cxr14": ("nih-chestxray14", "NIH ChestX-ray14"),
+    "tbx11k": ("tbx11k", "TBX11K tuberculosis"),
     "iu_xray": ("iu-xray", "IU X-ray (Open-i)"),
     "mimic_cxr": ("mimic-cxr", "MIMIC-CXR"),
 }
 OPEN_TEST = ("crrg-open-cxr", "Open chest X-rays (Kermany, COVID-19 Radiography Database, JSRT/SCR, "
-             "COVID-19 image data collection), patient-disjoint crrg split")
+             "COVID-19 image data collection, NIH ChestX-ray14, TBX11K), patient-disjoint crrg split")
+NIH_TEST = ("nih-chestxray14", "NIH ChestX-ray14 (one hospital, normals and abnormals; JSRT/SCR too for "
+            "nodule), patient-disjoint crrg split")
 NOTE_PAIRS = ("covid-chestxray-notes", "COVID-19 image data collection: radiograph sentences of each image's "
               "clinical note, patient-disjoint test split")
 SILVER_BOXES = ("crrg-silver-boxes", "JSRT/SCR + COVID-19 image data collection, mask-backed region boxes")
@@ -108,6 +112,8 @@ authors ask); where terms differ, the most restrictive applies.
 | Kermany et al. 2018, *Cell* (pediatric pneumonia; hub mirror `hf-vision/chest-xray-pneumonia`) | CLIP, heads | CC BY 4.0 |
 | COVID-19 Radiography Database (Chowdhury et al. 2020; Rahman et al. 2021) | CLIP, heads | cite; each sub-source keeps its own terms |
 | IU X-ray / Open-i reports (Demner-Fushman et al. 2016), R2Gen split (Chen et al. 2020) | language model, CLIP, decoder sentences | CC BY-NC-ND 4.0 (non-commercial; generated reports reuse report sentences) |
+| NIH ChestX-ray14 (Wang et al., CVPR 2017; NIH Clinical Center) | heads (image-level findings), input check | no restriction; cite the paper and credit the NIH Clinical Center |
+| TBX11K (Liu et al., CVPR 2020) | heads (TB areas as region-level opacity), input check | research use; cite it |
 | ImageNet EfficientNet-Lite0 weights; GPT-2 BPE vocabulary (OpenAI) | initialisation, tokenizers | their own licences |
 
 **Not a medical device.** The weights and their outputs are not a diagnosis and must not be used
@@ -161,7 +167,7 @@ class MetricsSummary:
     """The held-out figures the card shows, read from a ``train.evaluate`` metrics dict.
 
     Sections ``detector``, ``abnormality``, ``zero_shot`` and ``reports`` are required; ``nlg``,
-    ``grounding``, ``measurements`` and ``input_check`` are shown when present (a model without
+    ``grounding``, ``measurements``, ``image_findings`` and ``input_check`` are shown when present (a model without
     the part has none). Inside a section every figure must be there (:class:`MissingMetric`)."""
 
     split: str
@@ -172,7 +178,7 @@ class MetricsSummary:
         split = str(metrics.get("split") or _need(metrics, "options", "split"))
         groups = [_detector(metrics), _abnormality(metrics), *_zero_shot(metrics), *_reports(metrics)]
         for key, section in (("nlg", _nlg), ("grounding", _grounding), ("measurements", _measurements),
-                             ("input_check", _input_check)):
+                             ("image_findings", _image_findings), ("input_check", _input_check)):
             if key in metrics:
                 groups += section(metrics)
         return cls(split, tuple(groups))
@@ -262,6 +268,19 @@ def _measurements(m: Mapping[str, Any]) -> list[FigureGroup]:
     return [FigureGroup(("image-to-text", "Measured findings"), SILVER_BOXES, "cardiothoracic-ratio",
                         (Figure("mae", "CTR mean absolute error vs masks",
                                 _need(m, "measurements", "cardiothoracic_ratio", "mae")),))]
+
+
+def _image_findings(m: Mapping[str, Any]) -> list[FigureGroup]:
+    """Image-level findings of the head beyond pneumonia-like (NIH's labels; frozen towers)."""
+    found = _need(m, "image_findings")
+    return [FigureGroup(("image-classification", "Image-level findings (NIH labels)"),
+                        (NIH_TEST[0], f"{NIH_TEST[1]}: {name}"), f"image-{name.replace(' ', '-')}",
+                        (Figure("roc_auc", "AUC", _need(m, "image_findings", name, "auc")),
+                         Figure("sensitivity", "Sensitivity at the model's threshold",
+                                _need(m, "image_findings", name, "sensitivity")),
+                         Figure("specificity", "Specificity at the model's threshold",
+                                _need(m, "image_findings", name, "specificity"))))
+            for name in sorted(found) if name != "pneumonia"]
 
 
 def _input_check(m: Mapping[str, Any]) -> list[FigureGroup]:
