@@ -11,7 +11,9 @@ Sentences come from three kinds of evidence, never from text alone:
 - ``measurement``: sentences built from values measured on the detected anatomy (the
   cardiothoracic ratio), passed in ready-made;
 - ``image``: image-level findings (:class:`crrg.findings.ImageFindings`), written without any
-  location ("Findings are consistent with pneumonia.").
+  location ("Findings are consistent with pneumonia.", "Findings suggest a pleural effusion."); one
+  the report also states from region-level evidence (a nodule) or from a measurement (heart size:
+  the cardiothoracic ratio, with its value) is not written twice.
 
 Wording (the evidence of a sentence never changes with it):
 
@@ -52,9 +54,20 @@ from crrg.regions import REGION_INDEX
 from crrg.report import SIDED_TOPICS, TOPIC_ORDER, assemble_report, normalize_sentence, topic_keys
 from crrg.types import Evidence, Sentence
 
-IMAGE_TEMPLATES: dict[str, tuple[str, str]] = {  # finding -> (present, absent); no locations
+#: finding -> (present, absent or None); no locations. Findings with no absent statement say
+#: nothing when below threshold (the normal statements of their topic cover them).
+IMAGE_TEMPLATES: dict[str, tuple[str, str | None]] = {
     "pneumonia": ("Findings are consistent with pneumonia.",
                   "There is no radiographic evidence of pneumonia."),
+    "pneumothorax": ("Findings suggest a pneumothorax.", None),
+    "pleural effusion": ("Findings suggest a pleural effusion.", None),
+    "edema": ("Findings suggest pulmonary edema.", None),
+    "consolidation": ("Findings suggest consolidation.", None),
+    "infiltration": ("Findings suggest a pulmonary infiltrate.", None),
+    "atelectasis": ("Findings suggest atelectasis.", None),
+    "cardiomegaly": ("The heart appears enlarged.", None),
+    "nodule": ("Findings suggest a pulmonary nodule.", None),
+    "mass": ("Findings suggest a lung mass.", None),
 }
 LUNG_FINDINGS = ("nodule", "opacity")
 #: findings reported in their single most probable region (JSRT images hold one nodule each)
@@ -67,9 +80,14 @@ PRESENCE_WORDS = re.compile(
     r"|arthroplast\w*|fixation|plates?|screws?|implants?|markers?)\b", re.IGNORECASE)
 #: the topic a finding is about (:data:`crrg.report.TOPICS`); a normal statement on it contradicts it
 FINDING_TOPICS: dict[str, str] = {"opacity": "lungs", "nodule": "lungs", "pneumonia": "lungs",
-                                  "support device": "devices", "cardiomegaly": "heart"}
+                                  "support device": "devices", "cardiomegaly": "heart",
+                                  "pneumothorax": "pneumothorax", "pleural effusion": "pleural effusion",
+                                  "edema": "lungs", "consolidation": "lungs", "infiltration": "lungs",
+                                  "atelectasis": "lungs", "mass": "lungs"}
 #: the impression's order of importance; other findings follow in report order
-IMPORTANCE: tuple[str, ...] = ("pneumonia", "opacity", "nodule", "cardiomegaly", "support device")
+IMPORTANCE: tuple[str, ...] = ("pneumothorax", "pneumonia", "pleural effusion", "edema", "consolidation",
+                               "opacity", "infiltration", "atelectasis", "mass", "nodule", "cardiomegaly",
+                               "support device")
 NO_ACUTE = "No acute cardiopulmonary abnormality."
 #: the places a device sentence may name, in the order named, and the regions each stands for
 DEVICE_PLACES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -196,11 +214,14 @@ def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> lis
 
 def _image_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list[Sentence]:
     out = []
+    measured = {FINDING_TOPICS["cardiomegaly"] for s in ev.measurements  # the heart size, with its value
+                if s.evidence.measurement == "cardiothoracic_ratio"}
     for finding, prob in ev.image_findings.items():
         present, absent = IMAGE_TEMPLATES[finding]
         if prob >= thresholds.get(finding, 0.5):
-            out.append(Sentence(present, (), finding, Evidence("image", probability=float(prob))))
-        else:
+            if FINDING_TOPICS.get(finding) not in measured:
+                out.append(Sentence(present, (), finding, Evidence("image", probability=float(prob))))
+        elif absent is not None:
             out.append(Sentence(absent, (), None, Evidence("image", probability=1.0 - float(prob))))
     return out
 
@@ -315,7 +336,8 @@ def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = N
     """The report's sentences with evidence, report order, and its impression (see the module doc)."""
     dropped: list[tuple[str, str]] = []
     found = _region_sentences(ev, region_thresholds or {})
-    images = _image_sentences(ev, image_thresholds or {})
+    localised = {s.finding for s, _ in found}
+    images = [s for s in _image_sentences(ev, image_thresholds or {}) if s.finding not in localised or not s.finding]
     measured_regions = {r for s in ev.measurements for r in s.regions[:1]}  # e.g. the heart
     decoder = _decoder_sentences(ev, abnormal_threshold, measured_regions, dropped, decoder_findings)
     items = [*found, *((s, s.text) for s in images if s.finding),

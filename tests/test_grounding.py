@@ -123,11 +123,33 @@ def test_measurement_sentence_replaces_the_decoder_heart_sentence() -> None:
     assert out.sentences[0].evidence == Evidence("measurement", value=0.45, measurement="cardiothoracic_ratio")
 
 
+def test_image_level_findings_beyond_pneumonia_read_without_location_and_are_never_said_twice() -> None:
+    thresholds = {"pleural effusion": 0.5, "pneumothorax": 0.5, "edema": 0.5, "cardiomegaly": 0.5, "nodule": 0.5}
+    ev = _evidence(image_findings={"pleural effusion": 0.7, "pneumothorax": 0.9, "edema": 0.2,
+                                   "cardiomegaly": 0.8, "nodule": 0.9},
+                   region_findings={"nodule": _probs({"left upper lung zone": 0.9}),
+                                    "opacity": _probs({}), "support device": _probs({})},
+                   generated={"right costophrenic angle": "No pleural effusion or pneumothorax.",
+                              "spine": "No acute osseous abnormality."},
+                   measurements=[measurement_sentence(_MEASURED)])
+    out = compose(ev, {"nodule": 0.5, "opacity": 0.5, "support device": 0.5}, thresholds)
+    texts = [s.text for s in out.sentences]
+    image = [s for s in out.sentences if s.evidence.kind == "image"]
+    assert {s.finding for s in image} == {"pleural effusion", "pneumothorax"}  # edema below threshold: silent
+    assert all(s.regions == () and is_supported(s.text, (), "image") for s in image)
+    assert "The heart appears enlarged." not in texts  # the measured heart size, with its value, says it
+    assert _MEASURED.text in texts
+    assert "Findings suggest a pulmonary nodule." not in texts  # the region-level nodule sentence says it
+    assert "There is a nodule in the left upper lung zone." in texts
+    assert "No pleural effusion or pneumothorax." not in texts  # would contradict the findings
+    assert out.impression.startswith("Findings suggest a pneumothorax.")  # most urgent first
+
+
 def test_every_sentence_kind_serialises_with_the_contract_fields() -> None:
     s = Sentence("There is a nodule in the right mid lung zone.", ("right mid lung zone",), "nodule",
                  Evidence("region", probability=0.71234))
     assert s.to_json() == {"text": s.text, "regions": ["right mid lung zone"], "finding": "nodule",
-                           "evidence": {"kind": "region", "probability": 0.7123, "value": None}}
+                           "evidence": {"kind": "region", "probability": 0.7123, "value": None, "measurement": None}}
     with pytest.raises(ValueError):
         Evidence("text")
 
