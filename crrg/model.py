@@ -184,6 +184,9 @@ class CRRGModel(
         config = model_kwargs.pop("config", None)
         if config is None:
             raise FileNotFoundError(f"{model_id!r} has no config.json: not a crrg model folder")
+        if isinstance(config, dict) and isinstance(config.get("clip"), dict) and "region_source" not in config["clip"]:
+            # saved before CLIPConfig.region_source existed: its heads were trained on crop embeddings
+            config = {**config, "clip": {**config["clip"], "region_source": "crops"}}
         model = cls(config)
         model.load_weights(Path(model_id) / WEIGHTS_NAME)
         return model.to(map_location).eval()

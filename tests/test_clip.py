@@ -283,3 +283,22 @@ def test_pretrained_image_tower_loads_imagenet_weights() -> None:
     for key in ("conv_stem.weight", "blocks.3.1.conv_pw.weight", "bn2.running_var"):
         assert torch.equal(trunk[key], reference[key])
     assert trunk["conv_stem.weight"].shape[1] == 1
+
+
+def test_a_model_saved_before_region_source_keeps_its_crop_embeddings(tmp_path) -> None:
+    """config.json without clip.region_source (models trained before RoI pooling from the tower
+    map) loads with "crops", the inputs its heads were trained on; new saves name the source."""
+    import json
+
+    from pipeline_fixture import tiny_model
+
+    from crrg.model import CRRGModel
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "new")
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert config["clip"]["region_source"] == "feature_map"
+    assert CRRGModel.from_pretrained(tmp_path / "new").config.clip.region_source == "feature_map"
+    del config["clip"]["region_source"]
+    (tmp_path / "new" / "config.json").write_text(json.dumps(config))
+    assert CRRGModel.from_pretrained(tmp_path / "new").config.clip.region_source == "crops"
