@@ -57,3 +57,24 @@ def test_nodule_and_contract_figures(labeler: FindingLabeler) -> None:
     assert nodules["non_nodule_with_sentence"] == 1.0 and nodules["n_non_nodule"] == 1
     assert m["by_source"]["jsrt_scr"]["specificity"] == 0.0
     assert m["per_finding"]["nodule"]["recall"] == pytest.approx(2 / 3)
+
+
+def test_tb_area_figures_from_expert_boxes_over_zone_boxes() -> None:
+    """A TB box in the right upper zone: a report naming that zone hits; one naming only the left
+    upper zone misses and names the clear side; an image without a sentence misses."""
+    from train.eval_grounding import tb_area_metrics
+
+    def truth(regions):
+        return {"opacity": {"present": 1, "regions": regions}}
+
+    def said(*regions):
+        return {"opacity": Sentence("x", regions, "opacity", Evidence("region", probability=0.9))} if regions else {}
+
+    rows = [{"image": k, "source": "tbx11k", "finding_boxes": [{"finding": "opacity", "box": [0, 0, 1, 1]}]}
+            for k in ("hit", "wrong", "silent")] + [{"image": "nobox", "source": "kermany_pneumonia"}]
+    stated = {"hit": said("right upper lung zone", "left upper lung zone"), "wrong": said("left upper lung zone"),
+              "silent": said(), "nobox": said("right upper lung zone")}
+    truths = {k: truth(["right upper lung zone"]) for k in ("hit", "wrong", "silent", "nobox")}
+    m = tb_area_metrics(rows, stated, truths)
+    assert m["n"] == 3 and m["named_in_a_boxed_zone"] == pytest.approx(1 / 3)
+    assert m["n_one_sided"] == 3 and m["one_sided_also_named_on_clear_side"] == pytest.approx(2 / 3)

@@ -125,6 +125,20 @@ def test_ctr_scores_nih_cardiomegaly_from_the_detector_boxes() -> None:
     assert m["n"] == 3 and m["auc"] == 1.0 and m["sensitivity"] == 1.0 and m["specificity"] == 1.0
 
 
+def test_nih_zero_shot_scores_each_finding_on_nih_only() -> None:
+    records, outputs = [], {}
+    for key, source, labels, p in (("a", "nih_cxr14", {"no finding": 0, "edema": 1}, 0.9),
+                                   ("b", "nih_cxr14", {"no finding": 1}, 0.2),
+                                   ("c", "nih_cxr14", {"no finding": 0, "edema": 0}, 0.4),
+                                   ("d", "kermany_pneumonia", {"no finding": 1}, 0.95)):
+        records.append({"image": key, "source": source, "labels": labels})
+        outputs[key] = _outputs({}, set())
+        outputs[key].zero_shot = {"edema": p}
+    m = ev.nih_zero_shot_metrics(records, outputs)
+    assert m["per_finding"]["edema"]["n"] == 3 and m["per_finding"]["edema"]["auc"] == 1.0
+    assert m["mean_auc"] == 1.0 and m["n_findings"] == 1
+
+
 def test_region_ious_scales_stored_boxes_and_counts_misses_as_zero() -> None:
     # the stored image was twice the loaded size: ground truth is halved before the IoU
     boxes = {"right lung": [0, 0, 40, 40], "left lung": [100, 0, 140, 40], "trachea": [80, 0, 100, 40]}

@@ -109,7 +109,31 @@ def grounding_metrics(rows: Sequence[Mapping[str, Any]], results: Mapping[str, R
     out["by_source"] = by_source
     out["nodules"] = nodule_metrics(rows, stated, truths, labeler)
     out["opacity_side"] = side_accuracy(rows, stated, truths, "opacity")
+    out["tb_areas"] = tb_area_metrics(rows, stated, truths)
     return out
+
+
+def tb_area_metrics(rows: Sequence[Mapping[str, Any]], stated: Mapping[str, Mapping[str, Any]],
+                    truths: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """TBX11K (images with expert ``finding_boxes``): the share whose report names an opacity in a
+    zone a TB box overlaps, and of the one-sided ones (boxes on one side only), the share whose
+    opacity sentence also names the clear side. Zones: the detector's boxes (TBX11K has no masks)."""
+    hit, other_side = [], []
+    for r in rows:
+        if not r.get("finding_boxes"):
+            continue
+        t = truths[r["image"]]["opacity"]
+        if t["present"] != 1:
+            continue
+        s = stated[r["image"]].get("opacity")
+        named = set(s.regions) if s is not None else set()
+        hit.append(bool(named & set(t["regions"])))
+        boxed = _sides(t["regions"])
+        if len(boxed) == 1:
+            other_side.append(bool(_sides(sorted(named)) - boxed))
+    return {"named_in_a_boxed_zone": float(np.mean(hit)) if hit else None, "n": len(hit),
+            "one_sided_also_named_on_clear_side": float(np.mean(other_side)) if other_side else None,
+            "n_one_sided": len(other_side)}
 
 
 def nodule_metrics(rows: Sequence[Mapping[str, Any]], stated: Mapping[str, Mapping[str, Any]],

@@ -218,6 +218,22 @@ def box_iou_pairs(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return box_iou(pred.float(), target.float()).diagonal() if len(pred) else pred.new_zeros(0)
 
 
+def truth_boxes(prepared: PreparedData, split: str, records: Sequence[dict[str, Any]],
+                outputs: dict[str, Outputs]) -> dict[str, dict[str, list[float]]]:
+    """Region boxes the grounding truth is read on: the mask-backed ones of the prepared data, and
+    for images whose expert boxes have no mask-backed zones (TBX11K) the detector's own boxes
+    (stored-image pixels), as the heads were trained on them (:func:`train.heads_data.predicted_boxes`)."""
+    boxes = {r["image"]: r["boxes"] for r in prepared.regions(split)}
+    for r in records:
+        out = outputs.get(r["image"])
+        if r.get("finding_boxes") and r["image"] not in boxes and out is not None:
+            sx, sy = int(r["width"]) / out.width, int(r["height"]) / out.height
+            boxes[r["image"]] = {name: [out.boxes[i][0] * sx, out.boxes[i][1] * sy, out.boxes[i][2] * sx,
+                                        out.boxes[i][3] * sy]
+                                 for i, name in enumerate(REGIONS) if out.detected[i]}
+    return boxes
+
+
 def region_ious(record: dict[str, Any], out: Outputs) -> list[tuple[str, bool, bool, float]]:
     """(region, rule-derived, detected, IoU; 0 when undetected) for each annotated region."""
     boxes = record.get("boxes") or {}
@@ -333,6 +349,26 @@ def zero_shot_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outp
             metrics["roc_png"] = path.name
         result[task] = metrics
     return result
+
+
+#: NIH findings scored zero-shot on the NIH test split (CheXzero style "{label}" vs "no {label}")
+NIH_ZERO_SHOT: tuple[str, ...] = ("pneumonia", "cardiomegaly", "pleural effusion", "atelectasis", "edema",
+                                  "pneumothorax", "consolidation", "infiltration", "nodule", "mass")
+
+
+def nih_zero_shot_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs]) -> dict[str, Any]:
+    """Zero-shot AUC per NIH finding on the NIH test images (present vs NIH-labelled absent), and
+    the mean over the findings with an AUC."""
+    per: dict[str, Any] = {}
+    nih = [r for r in records if r["source"] == "nih_cxr14" and r["image"] in outputs]
+    for label in NIH_ZERO_SHOT:
+        pairs = [(y, outputs[r["image"]].zero_shot[label]) for r in nih
+                 if (y := zero_shot_target(r.get("labels") or {}, label)) is not None
+                 and label in outputs[r["image"]].zero_shot]
+        if pairs:
+            per[label] = _noted(binary_metrics([p[0] for p in pairs], [p[1] for p in pairs]))
+    aucs = [m["auc"] for m in per.values() if not math.isnan(m["auc"])]
+    return {"per_finding": per, "mean_auc": float(np.mean(aucs)) if aucs else None, "n_findings": len(aucs)}
 
 
 # ------------------------------------------------------------------------------ reports
@@ -548,7 +584,7 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
     pipe = load(weights, device=device)  # the library's front door, as a user loads it
     model = pipe.model
     lap("load")
-    labels = list(dict.fromkeys(t.label for t in ZERO_SHOT_TASKS))  # softmax is per label
+    labels = list(dict.fromkeys([*(t.label for t in ZERO_SHOT_TASKS), *NIH_ZERO_SHOT]))  # softmax is per label
     if opts.split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val' (never train), got {opts.split!r}")
     records = test_records(prepared, opts.limit, opts.seed, opts.split)
@@ -574,15 +610,16 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
         **classifier_metrics(records, outputs, model.config, common,
                              paired_sentences(prepared.sentences(None))),
         "zero_shot": zero_shot_metrics(records, outputs, out),
+        "zero_shot_nih": nih_zero_shot_metrics(records, outputs),
         "image_findings": image_finding_metrics(records, outputs, model.config),
         "ctr_vs_cardiomegaly": ctr_vs_cardiomegaly(records, outputs),
         "zero_shot_prompts": {"positive": model.config.clip.positive,
                               "negative": model.config.clip.negative,
                               "templates": model.config.clip.templates,
-                              "tasks_in_default_prompts": set(labels) <= set(model.config.prompts)},
+                              "tasks_in_default_prompts": {t.label for t in ZERO_SHOT_TASKS} <= set(model.config.prompts)},
         "reports": report_metrics(sample, outputs),
         "grounding": grounding_metrics(sample, results, FindingLabeler(prepared.data_root),
-                                       {r["image"]: r["boxes"] for r in prepared.regions(opts.split)}),
+                                       truth_boxes(prepared, opts.split, records, outputs)),
     }
     lap("metrics")
     metrics["nlg"] = nlg_metrics(paired_text, outputs, opts.nlg_metrics)
