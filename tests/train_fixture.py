@@ -18,9 +18,9 @@ from PIL import Image
 from crrg.classifier import ClassifierConfig
 from crrg.clip import get_clip_config
 from crrg.decoder import DecoderConfig
-from crrg.detector import tiny_detector_config
 from crrg.model import CRRGConfig, CRRGModel
 from crrg.regions import LUNG_REGIONS, REGIONS
+from pipeline_fixture import tiny_detector_config
 
 # region -> (x1, y1, x2, y2) as fractions of the image, and the drawn intensity
 LAYOUT: dict[str, tuple[tuple[float, float, float, float], float]] = {
