@@ -2,7 +2,7 @@
 
 Images are drawn here (no real data): a dark background with a few bright rectangles at the
 positions of seven regions (jittered); "pneumonia" images get bright blobs inside both lungs.
-The jsonl files follow :mod:`train.prepare`'s formats. ``paired=True`` adds report sentences that
+The jsonl files follow :mod:`train.preparation`'s formats. ``paired=True`` adds report sentences that
 belong to the images (``image`` set, regions given), as MIMIC-CXR + Chest ImaGenome would.
 """
 

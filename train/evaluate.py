@@ -514,8 +514,8 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
     lap("metrics")
     metrics["nlg"] = nlg_metrics(paired_text, outputs, opts.nlg_metrics)
     # issue #10 §4: NLG on the COVID note pairs (model vs most-common and CLIP-retrieval
-    # baselines), merged into "nlg" as n_pairs / n_train_pairs / model / baselines (train/nlg_eval.py)
-    from train.nlg_eval import evaluate_note_pairs
+    # baselines), merged into "nlg" as n_pairs / n_train_pairs / model / baselines (train/note_nlg.py)
+    from train.note_nlg import evaluate_note_pairs
     metrics["nlg"].update(evaluate_note_pairs(model, prepared, split=opts.split, limit=opts.limit,
                                               seed=opts.seed, metrics=opts.nlg_metrics))
     lap("nlg")
@@ -539,7 +539,7 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from train.prepare import default_data_dir
+    from train.preparation import default_data_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", required=True, help="model folder or hub repo id (crrg.load)")
@@ -566,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from train.prepare import default_data_dir, prepare
+    from train.preparation import default_data_dir, prepare
 
     parser = build_parser()
     args = parser.parse_args(argv)

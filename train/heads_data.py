@@ -18,7 +18,7 @@ from crrg.findings import REGION_FINDINGS
 from crrg.regions import REGION_INDEX
 from train.datasets import PreparedData
 from train.finding_labels import FindingLabeler
-from train.prepare import LUNG_DISEASE
+from train.preparation import LUNG_DISEASE
 
 PATHOLOGY = ("nodule", "opacity")  # region findings that make a region abnormal
 
