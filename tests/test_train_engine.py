@@ -122,13 +122,13 @@ def test_selection_and_abnormality_targets() -> None:
     status = dict.fromkeys(REGIONS, "unknown") | dict.fromkeys(LUNG_REGIONS, "abnormal")
     t = region_targets({"region_status": status}, common)
     i_rl, i_heart, i_spine = REGIONS.index("right lung"), REGIONS.index("cardiac silhouette"), REGIONS.index("spine")
-    assert t["abnormal"][i_rl] == 1 and t["abnormal_mask"][i_rl] and not t["abnormal_mask"][i_heart]
-    assert t["select"][REGIONS.index("left lung")] == 1  # abnormal -> selected
-    assert not t["select_mask"][i_spine]  # unknown and not common -> masked
+    assert t["abnormality"][i_rl] == 1 and t["abnormality_mask"][i_rl] and not t["abnormality_mask"][i_heart]
+    assert t["selection"][REGIONS.index("left lung")] == 1  # abnormal -> selected
+    assert not t["selection_mask"][i_spine]  # unknown and not common -> masked
     normal = region_targets({"region_status": dict.fromkeys(REGIONS, "normal")}, common)
-    assert normal["select"].sum() == 1 and normal["select_mask"].all() and normal["abnormal"].sum() == 0
+    assert normal["selection"].sum() == 1 and normal["selection_mask"].all() and normal["abnormality"].sum() == 0
     paired = region_targets({"region_status": {}}, common, paired=[SENTENCES[2]])
-    assert paired["select"].sum() == 1 and paired["select"][i_heart] == 1 and paired["select_mask"].all()
+    assert paired["selection"].sum() == 1 and paired["selection"][i_heart] == 1 and paired["selection_mask"].all()
 
 
 def test_sentence_matcher_follows_status_and_findings() -> None:

@@ -298,13 +298,11 @@ def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Out
     detected = np.stack([o.detected for o in outs])  # [N, 29]
     sources = [r["source"] for r in rows]
     sections = {}
-    for name, key, attr, thr in (
-        ("abnormality", "abnormal", "abnormality", config.abnormal_threshold),
-        ("selection", "select", "selection", config.selection_threshold),
-    ):
-        y = np.stack([np.where(t[f"{key}_mask"].numpy(), t[key].numpy(), np.nan)
+    for name, thr in (("abnormality", config.abnormal_threshold),
+                      ("selection", config.selection_threshold)):
+        y = np.stack([np.where(t[f"{name}_mask"].numpy(), t[name].numpy(), np.nan)
                       for t in targets])  # [N, 29], NaN = unknown
-        score = np.stack([getattr(o, attr) for o in outs])  # [N, 29]
+        score = np.stack([getattr(o, name) for o in outs])  # [N, 29]
         sections[name] = classifier_section(y, score, detected, sources, thr)
     image_y = [{True: 1.0, False: 0.0}.get(r.get("abnormal"), math.nan) for r in rows]
     image_s = [float(o.abnormality.max()) for o in outs]

@@ -44,8 +44,8 @@ class HeadData:
     boxes: Tensor  # [N, 29, 4] stored-image pixels (predicted)
     findings: Tensor  # [N, 29, F]
     findings_known: Tensor  # [N, 29, F] bool
-    abnormal: Tensor  # [N, 29]
-    abnormal_known: Tensor  # [N, 29] bool
+    abnormality: Tensor  # [N, 29]
+    abnormality_known: Tensor  # [N, 29] bool
     image: Tensor  # [N] 0/1
     image_known: Tensor  # [N] bool
 
@@ -101,7 +101,7 @@ def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
         detected=torch.stack([x["detected"] for x in f]).bool(),
         boxes=torch.stack([x["boxes"] for x in f]).float(),
         findings=torch.stack(targets), findings_known=torch.stack(knowns),
-        abnormal=torch.stack(abn), abnormal_known=torch.stack(abn_known),
+        abnormality=torch.stack(abn), abnormality_known=torch.stack(abn_known),
         image=torch.tensor(img), image_known=torch.tensor(img_known),
     )
 
@@ -112,5 +112,5 @@ def concat(a: HeadData, b: HeadData, tag: str = "augmented") -> HeadData:
     keys = list(a.keys) + [f"{k}#{tag}" for k in b.keys]
     fields = {name: torch.cat([getattr(a, name), getattr(b, name)])
               for name in ("fused", "crops", "embedding", "detected", "boxes", "findings", "findings_known",
-                           "abnormal", "abnormal_known", "image", "image_known")}
+                           "abnormality", "abnormality_known", "image", "image_known")}
     return HeadData(keys=keys, rows=rows, **fields)

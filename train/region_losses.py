@@ -49,8 +49,8 @@ def classifier_losses(selection: nn.Module, abnormality: nn.Module, features: Te
     sel_logits = selection(features)  # [B, 29]
     abn_logits = abnormality(features)  # [B, 29]
     return {
-        "loss_selection": region_bce_loss(sel_logits, batch["select"], batch["select_mask"] & detected,
+        "loss_selection": region_bce_loss(sel_logits, batch["selection"], batch["selection_mask"] & detected,
                                           pos_weights[0]),
-        "loss_abnormal": region_bce_loss(abn_logits, batch["abnormal"], batch["abnormal_mask"] & detected,
+        "loss_abnormal": region_bce_loss(abn_logits, batch["abnormality"], batch["abnormality_mask"] & detected,
                                          pos_weights[1]),
     }

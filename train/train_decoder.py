@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         weights = (1.0, 1.0)
         if cfg.train_classifiers:
             targets = [fields.targets(r) for r in records]
-            weights = (auto_pos_weight((t["select"], t["select_mask"]) for t in targets),
-                       auto_pos_weight((t["abnormal"], t["abnormal_mask"]) for t in targets))
+            weights = (auto_pos_weight((t["selection"], t["selection_mask"]) for t in targets),
+                       auto_pos_weight((t["abnormality"], t["abnormality_mask"]) for t in targets))
         size = model.config.image_size
         train_set = ImageDataset(records, ImageReader(prepared, size, cfg.cache_images), cfg.augment, fields,
                                  use_derived=cfg.use_derived)

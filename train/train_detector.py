@@ -180,8 +180,8 @@ def pos_weights(cfg: DetectorRunConfig, records: list[dict[str, Any]], fields: A
     targets = [fields(r) for r in records]
     sel = cfg.pos_weight_selection
     abn = cfg.pos_weight_abnormal
-    sel = sel if sel is not None else auto_pos_weight((t["select"], t["select_mask"]) for t in targets)
-    abn = abn if abn is not None else auto_pos_weight((t["abnormal"], t["abnormal_mask"]) for t in targets)
+    sel = sel if sel is not None else auto_pos_weight((t["selection"], t["selection_mask"]) for t in targets)
+    abn = abn if abn is not None else auto_pos_weight((t["abnormality"], t["abnormality_mask"]) for t in targets)
     logger.info("pos_weight: selection %.2f, abnormality %.2f", sel, abn)
     return sel, abn
 

@@ -172,9 +172,9 @@ def train_findings(data: HeadData) -> RegionFindings:
 
 def train_abnormality(data: HeadData, config: ClassifierConfig) -> RegionClassifier:
     head = RegionClassifier(config)
-    known = data.abnormal_known & data.detected
+    known = data.abnormality_known & data.detected
     head, stats = fit(head, lambda m, idx: m(data.fused[idx]), data.index("train"), data.index("val"),
-                      data.abnormal, known, HeadFitConfig(epochs=40))
+                      data.abnormality, known, HeadFitConfig(epochs=40))
     logger.info("abnormality head: %s", stats)
     return head
 
@@ -351,10 +351,10 @@ def abnormality_step(data: HeadData, outcome: HeadsOutcome) -> None:
     abnormality = train_abnormality(data, ClassifierConfig())
     with torch.no_grad():
         logits = abnormality(data.fused)
-    known = data.abnormal_known & data.detected
+    known = data.abnormality_known & data.detected
     scaling, outcome.ece["abnormality"] = calibrate(
-        _known_logits(logits[val], data.abnormal[val], known[val]),
-        _known_logits(logits[test], data.abnormal[test], known[test]))
+        _known_logits(logits[val], data.abnormality[val], known[val]),
+        _known_logits(logits[test], data.abnormality[test], known[test]))
     outcome.calibration = dataclasses.replace(outcome.calibration, abnormality=scaling)
     outcome.heads["abnormality"] = abnormality.state_dict()
 
