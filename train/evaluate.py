@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from train.preparation import default_data_dir, prepare
+    from train.preparation import default_data_dir, prepare_data
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"--data {data} is not a folder (set CRRG_DATA or pass --data)")
         folder = args.out / "prepared"
         logger.info("preparing %s into %s", data, folder)
-        prepare(data, folder, iu_images=args.iu_images, mimic=args.mimic)
+        prepare_data(data, folder, iu_images=args.iu_images, mimic=args.mimic)
     prepared = PreparedData(folder, data_root=args.data)
     options = EvalOptions(limit=args.limit, report_limit=args.report_limit, examples=args.examples,
                           batch_size=args.batch_size, seed=args.seed,

@@ -20,7 +20,7 @@ from train.datasets import PreparedData
 from train.finding_labels import FindingLabeler
 from train.preparation import LUNG_DISEASE
 
-PATHOLOGY = ("nodule", "opacity")  # region findings that make a region abnormal
+REGION_PATHOLOGY = ("nodule", "opacity")  # region findings that make a region abnormal
 
 
 def image_target(row: dict[str, Any]) -> int | None:
@@ -65,6 +65,17 @@ class HeadData:
                 and (exclude is None or r["source"] not in exclude)]
         return torch.tensor(keep, dtype=torch.long)
 
+    def known_image_test_by_source(self) -> list[tuple[str, Tensor]]:
+        """Per source (sorted), the test indices with a known image-level label; sources with
+        none are left out."""
+        out = []
+        for source in sorted(set(self.sources)):
+            idx = self.index("test", sources={source})
+            idx = idx[self.image_known[idx]]
+            if len(idx):
+                out.append((source, idx))
+        return out
+
 
 def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
           findings: tuple[str, ...] = REGION_FINDINGS) -> HeadData:
@@ -73,7 +84,7 @@ def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
     rows = [r for r in prepared.images(None) if r.get("image") in features]
     rows.sort(key=lambda r: r["image"])
     targets, knowns, abn, abn_known, img, img_known = [], [], [], [], [], []
-    path_idx = [findings.index(f) for f in PATHOLOGY if f in findings]
+    path_idx = [findings.index(f) for f in REGION_PATHOLOGY if f in findings]
     for row in rows:
         t, k = labeler(row, boxes.get(row["image"]))
         targets.append(t)

@@ -1,5 +1,5 @@
 """Read every dataset under a data folder into the jsonl files training uses
-(:func:`prepare`; the script is :mod:`train.prepare`).
+(:func:`prepare_data`; the script is :mod:`train.prepare`).
 
 Writes into ``out``:
 
@@ -97,7 +97,7 @@ def image_abnormal(labels: dict[str, int]) -> bool | None:
     return False if labels.get("no finding") == 1 else None
 
 
-def region_status(record: Record) -> dict[str, str]:
+def record_region_status(record: Record) -> dict[str, str]:
     """normal / abnormal / unknown per region (rules in the module docstring)."""
     status = dict.fromkeys(REGIONS, "unknown")
     if record.labels.get("no finding") == 1:
@@ -133,7 +133,7 @@ def image_line(record: Record, split: str, data: Path) -> dict[str, Any]:
     line = {
         "image": image_ref(record.image, data), "source": record.source, "width": record.width,
         "height": record.height, "split": split, "labels": record.labels,
-        "abnormal": image_abnormal(record.labels), "region_status": region_status(record),
+        "abnormal": image_abnormal(record.labels), "region_status": record_region_status(record),
         "patient": record.patient, "licence": record.licence,
     }
     if record.text:
@@ -204,7 +204,7 @@ class Summary:
         return "\n".join(out)
 
 
-def prepare(data: Path, out: Path, sources: list[str] | None = None, limit: int | None = None,
+def prepare_data(data: Path, out: Path, sources: list[str] | None = None, limit: int | None = None,
             preview: int = 0, iu_images: Path | None = None, mimic: Path | None = None) -> Summary:
     """Read, split and write everything; returns the counts (also in ``meta.json``)."""
     data = data.resolve()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from crrg.data.readers import READER_MODULES
-from train.preparation import default_data_dir, prepare
+from train.preparation import default_data_dir, prepare_data
 
 logger = logging.getLogger("train.prepare")
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.is_dir():
         parser.error(f"--data {args.data} is not a folder (set CRRG_DATA or pass --data)")
     start = time.perf_counter()
-    summary = prepare(args.data, args.out, args.sources, args.limit, args.preview, args.iu_images, args.mimic)
+    summary = prepare_data(args.data, args.out, args.sources, args.limit, args.preview, args.iu_images, args.mimic)
     logger.info("%s\nwrote %s in %.1f s", summary.text(), args.out, time.perf_counter() - start)
 
 

@@ -305,12 +305,8 @@ def image_level_step(data: HeadData, combined: HeadData | None, outcome: HeadsOu
         (image_logits[v].numpy(), data.image[v].numpy()), (image_logits[t].numpy(), data.image[t].numpy()))
     threshold = youden_threshold(data.image[v].numpy(), apply(scaling, image_logits[v].numpy()))  # pooled
     p_all = apply(scaling, image_logits.numpy())
-    per_source = {}
-    for source in sorted(set(data.sources)):
-        idx = data.index("test", sources={source})
-        idx = idx[data.image_known[idx]]
-        if len(idx):
-            per_source[source] = binary_scores(data.image[idx].numpy(), p_all[idx.numpy()], threshold)
+    per_source = {source: binary_scores(data.image[idx].numpy(), p_all[idx.numpy()], threshold)
+                  for source, idx in data.known_image_test_by_source()}
     outcome.metrics["image_level"] = {
         "chosen": chosen.key, "inputs": list(head.config.inputs), "balanced_sampling": chosen.balanced,
         "source_augmentation": chosen.augmented, "threshold": threshold, "variants": variants,
@@ -428,12 +424,9 @@ def zero_shot_by_source(clip: Any, data: HeadData, params: Scaling) -> dict[str,
     """Calibrated zero-shot "pneumonia" (threshold 0.5) per test source: pneumonia-like vs normal.
     CLIP was trained on every source, so this is in-source, not leave-one-source-out."""
     out = {}
-    for source in sorted(set(data.sources)):
-        idx = data.index("test", sources={source})
-        idx = idx[data.image_known[idx]]
-        if len(idx):
-            p = apply(params, zero_shot_logits(clip, data, idx, "pneumonia"))
-            out[source] = binary_scores(data.image[idx].numpy(), p, 0.5)
+    for source, idx in data.known_image_test_by_source():
+        p = apply(params, zero_shot_logits(clip, data, idx, "pneumonia"))
+        out[source] = binary_scores(data.image[idx].numpy(), p, 0.5)
     return out
 
 
