@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 from pathlib import Path
 
@@ -9,14 +10,17 @@ import numpy as np
 import pytest
 import torch
 
+from crrg.config import to_dict
 from crrg.images import IMAGE_MEAN, IMAGE_STD, LoadedImage, preprocess
 from crrg.labels import FINDINGS
 from crrg.regions import LUNG_REGIONS, REGIONS
 from train.checkpoint import load_checkpoint, save_checkpoint
+from train.common import load_run_config
 from train.datasets import AugmentConfig, augment
 from train.distributed import DistInfo
 from train.engine import ResumableSampler, RunConfig, build_optimizer, build_scheduler
 from train.plots import plot_history
+from train.train_detector import DetectorRunConfig
 from train.targets import (
     SentenceMatcher,
     common_regions,
@@ -76,6 +80,18 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path: Path) -> None:
         load_checkpoint(path, stage="clip")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_run_config_of_an_older_checkpoint_loads_under_the_new_names() -> None:
+    saved = to_dict(DetectorRunConfig())
+    saved["abnormal_loss_weight"] = saved.pop("abnormality_loss_weight") + 1.0  # written before #19
+    saved["pos_weight_abnormal"] = 3.5
+    del saved["pos_weight_abnormality"]
+    args = argparse.Namespace(config=None, overrides=["epochs=2"])
+    cfg = load_run_config(DetectorRunConfig, "region_heads", args, saved)
+    assert (cfg.abnormality_loss_weight, cfg.pos_weight_abnormality, cfg.epochs) == (2.0, 3.5, 2)
+    with pytest.raises(ValueError, match="unknown DetectorRunConfig keys"):
+        load_run_config(DetectorRunConfig, "region_heads", args, {**saved, "abnormal_weight": 1.0})
 
 
 def test_augment_moves_boxes_with_the_image() -> None:

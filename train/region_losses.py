@@ -69,6 +69,6 @@ def classifier_losses(selection: nn.Module, abnormality: nn.Module, features: Te
     return {
         "loss_selection": region_bce_loss(sel_logits, batch["selection"], batch["selection_mask"] & detected,
                                           pos_weights[0]),
-        "loss_abnormal": region_bce_loss(abn_logits, batch["abnormality"], batch["abnormality_mask"] & detected,
+        "loss_abnormality": region_bce_loss(abn_logits, batch["abnormality"], batch["abnormality_mask"] & detected,
                                          pos_weights[1]),
     }

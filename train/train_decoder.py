@@ -140,7 +140,7 @@ class DecoderStage(nn.Module):
             heads = classifier_losses(self.selection, self.abnormality, features, detected, batch,
                                       self.pos_weights)
             out.update(heads)
-            loss = loss + cfg.classifier_loss_weight * (heads["loss_selection"] + heads["loss_abnormal"])
+            loss = loss + cfg.classifier_loss_weight * (heads["loss_selection"] + heads["loss_abnormality"])
         if det_losses:
             out.update(det_losses)
             loss = loss + cfg.detector_loss_weight * sum(det_losses.values())

@@ -58,9 +58,9 @@ class DetectorRunConfig(RegionStageConfig):
     train_detector: bool = True
     unboxed_images: bool = True
     selection_loss_weight: float = 1.0
-    abnormal_loss_weight: float = 1.0
+    abnormality_loss_weight: float = 1.0
     pos_weight_selection: float | None = None
-    pos_weight_abnormal: float | None = None
+    pos_weight_abnormality: float | None = None
 
 
 @contextlib.contextmanager
@@ -134,7 +134,7 @@ class RegionHeadsStage(nn.Module):
         features = fuse(self.fusion, self.clip, images, features)  # [B, 29, D]
         out = classifier_losses(self.selection, self.abnormality, features, detected, batch, self.pos_weights)
         cfg = self.cfg
-        loss = cfg.selection_loss_weight * out["loss_selection"] + cfg.abnormal_loss_weight * out["loss_abnormal"]
+        loss = cfg.selection_loss_weight * out["loss_selection"] + cfg.abnormality_loss_weight * out["loss_abnormality"]
         if det_losses:
             out.update(det_losses)
             loss = loss + self.cfg.detector_loss_weight * sum(det_losses.values())
@@ -174,7 +174,7 @@ def region_target_fields(prepared: PreparedData, cfg: DetectorRunConfig):
 def pos_weights(cfg: DetectorRunConfig, records: list[dict[str, Any]], fields: Any) -> tuple[float, float]:
     targets = [fields(r) for r in records]
     sel = cfg.pos_weight_selection
-    abn = cfg.pos_weight_abnormal
+    abn = cfg.pos_weight_abnormality
     sel = sel if sel is not None else auto_pos_weight((t["selection"], t["selection_mask"]) for t in targets)
     abn = abn if abn is not None else auto_pos_weight((t["abnormality"], t["abnormality_mask"]) for t in targets)
     logger.info("pos_weight: selection %.2f, abnormality %.2f", sel, abn)
