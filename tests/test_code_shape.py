@@ -4,15 +4,19 @@
 - no import cycle among the modules of crrg/, counting every import (type-only and
   function-level ones too);
 - in train/, an entry-point script (a module with ``if __name__ == "__main__"`` or a top-level
-  ``main``) is imported by no other train module: shared code lives in helper modules.
+  ``main``) is imported by no other train module: shared code lives in helper modules; the
+  package docstring lists each module as a script or a helper.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
+
+import train
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 80
@@ -112,3 +116,14 @@ def test_no_train_module_imports_a_script() -> None:
     bad = [f"{m} imports the script {s}" for m, p in modules.items()
            for s in sorted(_imported(m, p, modules) & scripts)]
     assert not bad, "\n".join(bad)
+
+
+def test_train_package_docstring_lists_every_script_and_helper() -> None:
+    doc = train.__doc__ or ""
+    scripts_part, _, helpers_part = doc.partition("**helpers**")
+    listed_scripts = set(re.findall(r"``(\w+)``", scripts_part.partition("**scripts**")[2]))
+    listed_helpers = set(re.findall(r"``(\w+)``", helpers_part))
+    modules = {m.removeprefix("train."): p for m, p in _modules("train").items() if m != "train"}
+    scripts = {m for m, p in modules.items() if _is_script(p)}
+    assert listed_scripts - {"main"} == scripts
+    assert listed_helpers == set(modules) - scripts
