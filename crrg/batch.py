@@ -254,7 +254,7 @@ class RunSummary:
 # --- decoding in DataLoader workers --------------------------------------------------------------
 @dataclass
 class Item:
-    """One input after decoding: a :class:`crrg.pipeline.Prepared`, or why it could not be read."""
+    """One input after decoding: a :class:`crrg.pipeline.PreparedImage`, or why it could not be read."""
 
     path: str
     prepared: Any = None

@@ -159,11 +159,6 @@ def apply_torch(params: Params, logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits)
 
 
-def apply_to_probs(params: Params, probs: Any) -> np.ndarray:
-    """Calibrated probabilities from uncalibrated ones (e.g. a zero-shot prompt-pair softmax)."""
-    return apply(params, logit(probs))
-
-
 FINDINGS_PREFIX, IMAGE_PREFIX = "findings.", "image."
 
 

@@ -55,7 +55,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -65,11 +64,10 @@ from open_clip.transformer import text_global_pool
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from crrg.config import load_json
+from crrg.config import load_variant, variants
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _BYTE_TOKENS = 512  # open_clip's BPE: 256 byte symbols, plain and with "</w>"
 _SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 _FULL_MERGES = 49408 - _BYTE_TOKENS - len(_SPECIAL_TOKENS)  # 48,894
@@ -158,15 +156,12 @@ class ClipConfig:
 
 
 def clip_config_variants() -> list[str]:
-    return sorted(p.stem.removeprefix("clip_") for p in CONFIG_DIR.glob("clip_*.json"))
+    return variants("clip")
 
 
 def get_clip_config(variant: str = "default") -> ClipConfig:
     """A named CLIP variant from ``crrg/configs/clip_<variant>.json``."""
-    path = CONFIG_DIR / f"clip_{variant}.json"
-    if not path.is_file():
-        raise ValueError(f"unknown CLIP variant {variant!r}; valid variants: {clip_config_variants()}")
-    return load_json(ClipConfig, path)
+    return load_variant(ClipConfig, "clip", variant, "CLIP")
 
 
 def _check_pattern(pattern: str, name: str) -> None:

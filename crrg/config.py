@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
 
 def _convert(tp: Any, value: Any) -> Any:
     """Convert a JSON value to the annotated type (nested dataclasses and tuples; a type with a
@@ -73,3 +75,17 @@ def load_json(cls: type[T], path: str | Path) -> T:
 
 def save_json(obj: Any, path: str | Path) -> None:
     Path(path).write_text(json.dumps(to_dict(obj), indent=2) + "\n")
+
+
+def variants(prefix: str) -> list[str]:
+    """The named variants ``crrg/configs/<prefix>_<variant>.json``."""
+    return sorted(p.stem.removeprefix(f"{prefix}_") for p in CONFIG_DIR.glob(f"{prefix}_*.json"))
+
+
+def load_variant(cls: type[T], prefix: str, variant: str, kind: str) -> T:
+    """A named variant from ``crrg/configs/<prefix>_<variant>.json``; an unknown name lists the
+    valid ones (``kind`` names what it is in the message, e.g. "model")."""
+    path = CONFIG_DIR / f"{prefix}_{variant}.json"
+    if not path.is_file():
+        raise ValueError(f"unknown {kind} variant {variant!r}; valid variants: {variants(prefix)}")
+    return load_json(cls, path)

@@ -21,7 +21,6 @@ targets without ``"annotated"``) train as standard Faster R-CNN.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -365,19 +364,3 @@ class RegionDetector(nn.Module):
         boxes = [b.to(feature_maps["0"].dtype).reshape(-1, 4) for b in boxes]
         pooled = self.roi_heads.box_roi_pool(feature_maps, boxes, [image_size] * batch)
         return self.roi_heads.box_head(pooled)  # [sum K, D]
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def tiny_detector_config(**overrides: object) -> DetectorConfig:
-    """A small, fast configuration for tests (128 px, 32-dim features)."""
-    base = DetectorConfig(
-        image_size=128, feature_dim=32, fpn_channels=32,
-        anchor_sizes=((16, 24, 32), (48, 64, 96), (128, 160, 192)),
-        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
-        rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100,
-        box_batch_size_per_image=64, rpn_batch_size_per_image=64,
-    )
-    return dataclasses.replace(base, **overrides)

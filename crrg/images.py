@@ -398,8 +398,3 @@ def preprocess_batch(
         raise ValueError("preprocess_batch needs at least one image")
     pairs = [preprocess(image, size) for image in images]
     return torch.stack([t for t, _ in pairs]), [g for _, g in pairs]  # [B, 1, S, S]
-
-
-def load_and_preprocess(src: ImageSource, size: int = 512) -> tuple[torch.Tensor, Geometry]:
-    """Shortcut: :func:`load_image` then :func:`preprocess`."""
-    return preprocess(load_image(src), size)

@@ -30,7 +30,7 @@ from crrg import card
 from crrg.calibration import Calibration
 from crrg.classifier import ClassifierConfig, RegionClassifier
 from crrg.clip import ClipConfig, CXRClip
-from crrg.config import from_dict, load_json, to_dict
+from crrg.config import from_dict, load_variant, to_dict, variants
 from crrg.decoder import DecoderConfig, ReportDecoder
 from crrg.detector import DetectorConfig, RegionDetector
 from crrg.findings import (
@@ -46,8 +46,8 @@ from crrg.labels import DEFAULT_PROMPTS
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 WEIGHTS_NAME = "model.safetensors"
+
 
 @dataclass
 class CRRGConfig:
@@ -83,15 +83,12 @@ class CRRGConfig:
 
 
 def config_variants() -> list[str]:
-    return sorted(p.stem.removeprefix("crrg_") for p in CONFIG_DIR.glob("crrg_*.json"))
+    return variants("crrg")
 
 
 def get_config(variant: str = "default") -> CRRGConfig:
     """A named model variant from ``crrg/configs/crrg_<variant>.json``."""
-    path = CONFIG_DIR / f"crrg_{variant}.json"
-    if not path.is_file():
-        raise ValueError(f"unknown model variant {variant!r}; valid variants: {config_variants()}")
-    return load_json(CRRGConfig, path)
+    return load_variant(CRRGConfig, "crrg", variant, "model")
 
 
 class CRRGModel(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +176,3 @@ class ReportResult:
             out["box"] = {"box": [round(v, 1) for v in b.box], "sentence": b.sentence,
                           "abnormal_prob": round(b.abnormal_prob, 4)}
         return out
-
-    def to_json_line(self) -> str:
-        return json.dumps(self.to_json())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from crrg.detector import DetectorConfig
 from crrg.model import CRRGModel, get_config, replace
 
 
@@ -20,6 +22,18 @@ def tiny_model(seed: int = 0, detect_all: bool = True) -> CRRGModel:
         with torch.no_grad():
             model.detector.roi_heads.box_predictor.cls_score.bias[0] = -30.0
     return model
+
+
+def tiny_detector_config(**overrides: object) -> DetectorConfig:
+    """A small, fast detector configuration (128 px, 32-dim features)."""
+    base = DetectorConfig(
+        image_size=128, feature_dim=32, fpn_channels=32,
+        anchor_sizes=((16, 24, 32), (48, 64, 96), (128, 160, 192)),
+        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
+        rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100,
+        box_batch_size_per_image=64, rpn_batch_size_per_image=64,
+    )
+    return dataclasses.replace(base, **overrides)
 
 
 def chest_like_png(path: Path, size: tuple[int, int] = (300, 240), seed: int = 0) -> Path:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crrg.calibration import (
-    Calibration, Platt, Reliability, Temperature, apply, apply_to_probs, apply_torch, expected_calibration_error,
+    Calibration, Platt, Reliability, Temperature, apply, apply_torch, expected_calibration_error,
     fit_platt_scaling, fit_temperature_scaling, from_json, logit, to_json,
 )
 
@@ -61,8 +61,8 @@ def test_temperature_on_prompt_pair_logits_is_a_softmax_temperature() -> None:
     assert fitted.temperature == pytest.approx(3.0, rel=0.08)
     softmax = torch.softmax(torch.as_tensor(pair) / fitted.temperature, dim=1)[:, 1].numpy()
     assert np.allclose(apply(fitted, pair), softmax, atol=1e-9)
-    moderate = np.abs(3 * z) < 10  # apply_to_probs clips probabilities to [1e-6, 1 - 1e-6]
-    assert np.allclose(apply_to_probs(fitted, apply(None, pair))[moderate], softmax[moderate], atol=1e-6)
+    moderate = np.abs(3 * z) < 10  # logit clips probabilities to [1e-6, 1 - 1e-6]
+    assert np.allclose(apply(fitted, logit(apply(None, pair)))[moderate], softmax[moderate], atol=1e-6)
 
 
 def test_platt_recovers_a_and_b() -> None:

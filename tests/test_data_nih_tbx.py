@@ -23,7 +23,7 @@ from crrg.findings import FINDING_REGIONS, REGION_FINDINGS
 from crrg.labels import FINDINGS, LABELS, NIH_LABELS, NIH_MAP, UNREPORTED, nih_labels
 from crrg.regions import LUNG_REGIONS
 from fixtures.data_builder import JSRT_ORGANS, build_fixture_data, rect_mask
-from train import prepare
+from train.preparation import prepare_data
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_a_film_in_two_sources_is_excluded_and_its_patient_follows_the_copy(tmp_
     split_copies = {keys["90000001_001.jpg"]: ["a", "b"]}
     assert follow_same_films(records, {**before, "a": "train", "b": "test"}, split_copies)[
         keys["90000001_000.jpg"]] == EXCLUDED  # copies in two parts: the patient is left out
-    prepare.prepare(data, tmp_path / "out", sources=["nih_cxr14", "covid_radiography"])
+    prepare_data(data, tmp_path / "out", sources=["nih_cxr14", "covid_radiography"])
     lines = {Path(x["image"]).name: x for x in map(json.loads, open(tmp_path / "out" / "images.jsonl"))}
     assert lines["90000001_001.jpg"]["split"] == EXCLUDED
     assert lines["90000001_001.jpg"]["same_film_as"] == ["covid_radiography/Normal/Normal-1.jpg"]
@@ -231,7 +231,7 @@ def test_tb_boxes_reach_the_opacity_head_targets_through_the_detector_boxes(fixt
     from train.finding_labels import FindingLabeler
     from train.heads_data import predicted_boxes
 
-    prepare.prepare(fixture_data, tmp_path / "prepared", sources=["tbx11k"])
+    prepare_data(fixture_data, tmp_path / "prepared", sources=["tbx11k"])
     rows = {json.loads(line)["patient"]: json.loads(line)
             for line in (tmp_path / "prepared" / "images.jsonl").read_text().splitlines()}
     regions = silver_regions()

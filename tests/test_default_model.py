@@ -16,7 +16,7 @@ from crrg import DISCLAIMER
 from crrg.data.sentences import extract_findings
 from crrg.model import CRRGModel
 from crrg.pipeline import Pipeline
-from train import prepare
+from train.preparation import prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "assets" / "crrg-default"
@@ -32,7 +32,7 @@ def pipe() -> Pipeline:
 def test_images(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     """Test-split records of JSRT (with organ boxes) and Kermany, by class."""
     out = tmp_path_factory.mktemp("prepared")
-    prepare.prepare(data_dir, out, sources=["jsrt_scr", "kermany_pneumonia"])
+    prepare_data(data_dir, out, sources=["jsrt_scr", "kermany_pneumonia"])
     regions = {r["image"]: r for r in map(json.loads, (out / "regions.jsonl").read_text().splitlines())}
     images = [r for r in map(json.loads, (out / "images.jsonl").read_text().splitlines()) if r["split"] == "test"]
     images.sort(key=lambda r: r["image"])

@@ -14,10 +14,9 @@ from crrg.detector import (
     DetectorOutput,
     RegionDetector,
     _top_box_per_region,
-    count_parameters,
-    tiny_detector_config,
 )
 from crrg.regions import NUM_REGIONS
+from pipeline_fixture import tiny_detector_config
 
 SIZE = 128
 # three bright rectangles: right lung (1), left lung (9), spine (18)
@@ -166,7 +165,7 @@ def test_default_config_size_and_json_roundtrip() -> None:
     config = DetectorConfig()
     assert from_dict(DetectorConfig, to_dict(config)) == config
     det = RegionDetector(config)
-    assert count_parameters(det) <= 8_000_000
+    assert sum(p.numel() for p in det.parameters()) <= 8_000_000
     with pytest.raises(ValueError, match="anchor_sizes"):
         DetectorConfig(anchor_sizes=((32,),))
     with pytest.raises(ValueError, match="valid options"):

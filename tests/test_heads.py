@@ -155,7 +155,7 @@ def _synthetic_data(n_per: int = 40):
                     crops=torch.randn(n, NUM_REGIONS, 8, generator=g), embedding=emb,
                     detected=torch.ones(n, NUM_REGIONS, dtype=torch.bool), boxes=torch.zeros(n, NUM_REGIONS, 4),
                     findings=torch.zeros(n, NUM_REGIONS, 3), findings_known=torch.zeros(n, NUM_REGIONS, 3, dtype=torch.bool),
-                    abnormal=torch.zeros(n, NUM_REGIONS), abnormal_known=torch.zeros(n, NUM_REGIONS, dtype=torch.bool),
+                    abnormality=torch.zeros(n, NUM_REGIONS), abnormality_known=torch.zeros(n, NUM_REGIONS, dtype=torch.bool),
                     image=y_t, image_known=torch.ones(n, dtype=torch.bool), extra=extra, extra_known=extra_known)
 
 
@@ -197,8 +197,8 @@ def test_heads_steps_write_a_calibration_the_model_reads(monkeypatch, tmp_path: 
     known = torch.ones_like(data.findings_known)
     findings = (torch.rand(data.findings.shape, generator=g) < 0.2).float()
     data = dataclasses.replace(data, findings=findings, findings_known=known,
-                               abnormal=(torch.rand(data.abnormal.shape, generator=g) < 0.3).float(),
-                               abnormal_known=torch.ones_like(data.abnormal_known))
+                               abnormality=(torch.rand(data.abnormality.shape, generator=g) < 0.3).float(),
+                               abnormality_known=torch.ones_like(data.abnormality_known))
     monkeypatch.setattr(th, "ImageFindingsConfig",
                         lambda **kw: ImageFindingsConfig(embed_dim=8, feature_dim=4, **kw))
     monkeypatch.setattr(th, "RegionFindingsConfig",

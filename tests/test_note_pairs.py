@@ -13,7 +13,7 @@ import torch
 from crrg.data.records import Record
 from crrg.data.splits import split_of
 from crrg.metrics.nlg import NLG_KEYS
-from train.nlg_eval import most_common_report, nearest_indices, note_nlg, retrieval_reports, score
+from train.note_nlg import most_common_report, nearest_indices, note_nlg, retrieval_reports, score
 from train.note_pairs import (NotePair, SplitLeakError, assert_patient_disjoint, leaking_patients,
                               note_pairs, read_note_records)
 

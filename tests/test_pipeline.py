@@ -64,7 +64,7 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
             assert s.text in written and s.regions
             assert all(result.region(r).box is not None for r in s.regions)
     assert set(result.measurements) == {"cardiothoracic_ratio"}
-    line = json.loads(result.to_json_line())
+    line = json.loads(json.dumps(result.to_json()))
     assert [x["text"] for x in line["sentences"]] == [s.text for s in result.sentences]
     assert set(line["measurements"]) == {"cardiothoracic_ratio"}
 
@@ -111,7 +111,7 @@ def test_conditioning_different_boxes_give_different_features(pipe: Pipeline, im
 
 
 def test_json_schema(pipe: Pipeline, image: Path) -> None:
-    data = json.loads(pipe(image, prompts="edema").to_json_line())
+    data = json.loads(json.dumps(pipe(image, prompts="edema").to_json()))
     assert {"image", "regions", "report", "labels", "disclaimer"} <= set(data)
     assert len(data["regions"]) == 29
     assert {"name", "box", "score", "selected", "abnormal", "sentence"} <= set(data["regions"][0])

@@ -10,7 +10,7 @@ import pytest
 from crrg.labels import FINDINGS
 from crrg.regions import LUNG_REGIONS, REGIONS
 from fixtures.data_builder import build_fixture_data
-from train import prepare
+from train import prepare, preparation
 
 REGION_KEYS = {"image", "source", "width", "height", "split", "boxes", "annotated", "derived",
                "labels", "patient"}
@@ -94,7 +94,7 @@ def test_prepare_on_fixture_data(tmp_path):
 
 
 def test_prepare_on_real_data_subset(data_dir, tmp_path):
-    summary = prepare.prepare(data_dir, tmp_path, limit=3)
+    summary = preparation.prepare_data(data_dir, tmp_path, limit=3)
     files = check_outputs(tmp_path, data_dir)
     counts = summary.as_dict()["records"]
     assert set(counts) == {"jsrt_scr", "covid_lung_boxes", "covid_anatomy", "kermany_pneumonia",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 from pathlib import Path
 
@@ -9,14 +10,17 @@ import numpy as np
 import pytest
 import torch
 
+from crrg.config import to_dict
 from crrg.images import IMAGE_MEAN, IMAGE_STD, LoadedImage, preprocess
 from crrg.labels import FINDINGS
 from crrg.regions import LUNG_REGIONS, REGIONS
 from train.checkpoint import load_checkpoint, save_checkpoint
+from train.common import load_run_config
 from train.datasets import AugmentConfig, augment
 from train.distributed import DistInfo
 from train.engine import ResumableSampler, RunConfig, build_optimizer, build_scheduler
 from train.plots import plot_history
+from train.train_detector import DetectorRunConfig
 from train.targets import (
     SentenceMatcher,
     common_regions,
@@ -78,6 +82,18 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_run_config_of_an_older_checkpoint_loads_under_the_new_names() -> None:
+    saved = to_dict(DetectorRunConfig())
+    saved["abnormal_loss_weight"] = saved.pop("abnormality_loss_weight") + 1.0  # written before #19
+    saved["pos_weight_abnormal"] = 3.5
+    del saved["pos_weight_abnormality"]
+    args = argparse.Namespace(config=None, overrides=["epochs=2"])
+    cfg = load_run_config(DetectorRunConfig, "region_heads", args, saved)
+    assert (cfg.abnormality_loss_weight, cfg.pos_weight_abnormality, cfg.epochs) == (2.0, 3.5, 2)
+    with pytest.raises(ValueError, match="unknown DetectorRunConfig keys"):
+        load_run_config(DetectorRunConfig, "region_heads", args, {**saved, "abnormal_weight": 1.0})
+
+
 def test_augment_moves_boxes_with_the_image() -> None:
     pixels = np.full((80, 120), 0.1, dtype=np.float32)
     pixels[20:50, 30:60] = 0.9  # a bright box at x 30..60, y 20..50 (original pixels)
@@ -122,13 +138,13 @@ def test_selection_and_abnormality_targets() -> None:
     status = dict.fromkeys(REGIONS, "unknown") | dict.fromkeys(LUNG_REGIONS, "abnormal")
     t = region_targets({"region_status": status}, common)
     i_rl, i_heart, i_spine = REGIONS.index("right lung"), REGIONS.index("cardiac silhouette"), REGIONS.index("spine")
-    assert t["abnormal"][i_rl] == 1 and t["abnormal_mask"][i_rl] and not t["abnormal_mask"][i_heart]
-    assert t["select"][REGIONS.index("left lung")] == 1  # abnormal -> selected
-    assert not t["select_mask"][i_spine]  # unknown and not common -> masked
+    assert t["abnormality"][i_rl] == 1 and t["abnormality_mask"][i_rl] and not t["abnormality_mask"][i_heart]
+    assert t["selection"][REGIONS.index("left lung")] == 1  # abnormal -> selected
+    assert not t["selection_mask"][i_spine]  # unknown and not common -> masked
     normal = region_targets({"region_status": dict.fromkeys(REGIONS, "normal")}, common)
-    assert normal["select"].sum() == 1 and normal["select_mask"].all() and normal["abnormal"].sum() == 0
+    assert normal["selection"].sum() == 1 and normal["selection_mask"].all() and normal["abnormality"].sum() == 0
     paired = region_targets({"region_status": {}}, common, paired=[SENTENCES[2]])
-    assert paired["select"].sum() == 1 and paired["select"][i_heart] == 1 and paired["select_mask"].all()
+    assert paired["selection"].sum() == 1 and paired["selection"][i_heart] == 1 and paired["selection_mask"].all()
 
 
 def test_sentence_matcher_follows_status_and_findings() -> None:

@@ -92,7 +92,7 @@ def stage2(work: dict[str, Path], stage1: Path) -> Path:
     out = work["root"] / "stage2"
     history = run(train_detector.main, "region_heads_tiny.json", work["prepared"], out, "--stage", "2",
                   "--init", str(stage1 / "checkpoint.pt"), "--max-steps", "12")  # exact fp32 start
-    heads = series(history, "loss_selection", "loss_abnormal")
+    heads = series(history, "loss_selection", "loss_abnormality")
     assert len(heads) == 12 and falls(heads), heads
     assert any("loss_classifier" in row for row in history)  # boxed images keep detector losses
     return out
@@ -161,7 +161,7 @@ def test_clip_fusion_trains_in_stage2_and_feeds_stage3(work: dict[str, Path], st
     out = work["root"] / "stage2_fusion"
     history = run(train_detector.main, "region_heads_tiny.json", work["prepared"], out, "--stage", "2",
                   "--init", str(init), "--max-steps", "6", "--set", "train_detector=false")
-    assert len(series(history, "loss_abnormal")) == 6
+    assert len(series(history, "loss_abnormality")) == 6
     before, after = loads(init), loads(out / "model")
     assert float(before.fusion.net[-1].weight.detach().abs().sum()) == 0.0
     assert float(after.fusion.net[-1].weight.detach().abs().sum()) > 0.0  # the fusion trained

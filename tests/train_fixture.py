@@ -2,7 +2,7 @@
 
 Images are drawn here (no real data): a dark background with a few bright rectangles at the
 positions of seven regions (jittered); "pneumonia" images get bright blobs inside both lungs.
-The jsonl files follow :mod:`train.prepare`'s formats. ``paired=True`` adds report sentences that
+The jsonl files follow :mod:`train.preparation`'s formats. ``paired=True`` adds report sentences that
 belong to the images (``image`` set, regions given), as MIMIC-CXR + Chest ImaGenome would.
 """
 
@@ -18,9 +18,9 @@ from PIL import Image
 from crrg.classifier import ClassifierConfig
 from crrg.clip import get_clip_config
 from crrg.decoder import DecoderConfig
-from crrg.detector import tiny_detector_config
 from crrg.model import CRRGConfig, CRRGModel
 from crrg.regions import LUNG_REGIONS, REGIONS
+from pipeline_fixture import tiny_detector_config
 
 # region -> (x1, y1, x2, y2) as fractions of the image, and the drawn intensity
 LAYOUT: dict[str, tuple[tuple[float, float, float, float], float]] = {

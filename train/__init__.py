@@ -1,0 +1,21 @@
+"""Training and evaluation on top of the ``crrg`` library (which never imports this package).
+
+Two kinds of module, kept apart (``tests/test_code_shape.py`` checks it):
+
+- **scripts** (``python -m train.NAME``; a module with a ``main`` or ``if __name__ ==
+  "__main__"``): parse arguments, build a config, call the library and the helpers. No train
+  module imports a script.
+  ``prepare`` (data folder -> prepared jsonl), ``train_detector`` (stages 1-2), ``train_decoder``
+  (stage 3), ``pretrain_lm``, ``train_clip``, ``cache_features`` + ``train_heads`` (evidence heads,
+  calibration), ``train_input_check``, ``assemble`` (one model folder), ``evaluate`` (held-out
+  metrics.json), ``nlg_eval`` (note-pair NLG alone), ``merge_metrics``, ``validate_measurements``,
+  ``report_quality``, ``sentence_coverage``.
+- **helpers** (imported by the scripts and by each other):
+  ``preparation`` (reading the datasets into the prepared folder, its formats), ``datasets``
+  (the prepared folder as datasets), ``targets`` (region targets, sentences), ``finding_labels``,
+  ``tasks`` (evaluation tasks), ``common`` (options, start-up), ``engine`` (training loop),
+  ``checkpoint``, ``distributed``, ``plots``, ``region_losses`` (stage-2 head losses),
+  ``feature_cache`` / ``heads_data`` / ``fit_heads`` (evidence-head data and fitting),
+  ``negatives`` and ``source_augment`` (input-check data), ``note_pairs`` / ``note_nlg``
+  (note-pair NLG), ``eval_grounding`` (grounding metrics).
+"""

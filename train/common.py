@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 C = TypeVar("C")
+#: run-config keys renamed since checkpoints were written (issue #19: the heads' vocabulary)
+RENAMED_KEYS = {"abnormal_loss_weight": "abnormality_loss_weight",
+                "pos_weight_abnormal": "pos_weight_abnormality"}
 
 
 def build_parser(script: str, description: str, default_config: str) -> argparse.ArgumentParser:
@@ -68,10 +71,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def load_run_config(cls: type[C], stage: str, args: argparse.Namespace,
                     saved: dict[str, Any] | None = None) -> C:
-    """The run config: the checkpoint's when resuming, else ``--config`` / the stage default;
+    """The run config: the checkpoint's when resuming (keys renamed since it was written are
+    read under their new name, :data:`RENAMED_KEYS`), else ``--config`` / the stage default;
     ``--set`` overrides apply on top. Unknown keys raise ``ValueError``."""
     if saved is not None:
-        data = dict(saved)
+        data = {RENAMED_KEYS.get(k, k): v for k, v in saved.items()}
         if args.config is not None:
             logger.warning("--resume: using the run config saved in the checkpoint, not %s", args.config)
     else:

@@ -1,7 +1,7 @@
 """Datasets over a ``train.prepare`` folder: images with region boxes, targets and sentences.
 
 ``PreparedData`` reads ``meta.json`` / ``regions.jsonl`` / ``images.jsonl`` / ``sentences.jsonl``
-(formats in :mod:`train.prepare`). Images go through :func:`crrg.images.load_image` and
+(formats in :mod:`train.preparation`). Images go through :func:`crrg.images.load_image` and
 :func:`crrg.images.preprocess` (the same path as inference), boxes are mapped to tensor pixels
 with the returned geometry, then :func:`augment` applies light, box-aware augmentation: a small
 zoom and shift, brightness and contrast; never a horizontal flip (left/right regions differ).

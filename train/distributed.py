@@ -87,10 +87,6 @@ def wrap(module: nn.Module, info: DistInfo, find_unused_parameters: bool = True)
                                    find_unused_parameters=find_unused_parameters)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 def mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     """Average scalar logs over ranks. Ranks may log different keys (e.g. a loss only some
     batches have): each key is averaged over the ranks that have it. Every rank must call it."""

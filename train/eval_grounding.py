@@ -23,8 +23,8 @@ from crrg.types import ReportResult
 from train.finding_labels import FindingLabeler
 from train.heads_data import image_target
 
-FINDINGS = (*REGION_FINDINGS, "pneumonia")
-PATHOLOGY = ("nodule", "opacity", "pneumonia", "cardiomegaly")  # what makes a report abnormal
+SCORED_FINDINGS = (*REGION_FINDINGS, "pneumonia")  # findings scored per sentence
+REPORT_PATHOLOGY = ("nodule", "opacity", "pneumonia", "cardiomegaly")  # what makes a report abnormal
 
 
 def truth(labeler: FindingLabeler, row: Mapping[str, Any], boxes: Mapping[str, Any] | None
@@ -79,7 +79,7 @@ def grounding_metrics(rows: Sequence[Mapping[str, Any]], results: Mapping[str, R
 
     # per finding, pooled and per source; macro F1 over the findings each source assesses
     per_finding, by_source = {}, {}
-    for finding in FINDINGS:
+    for finding in SCORED_FINDINGS:
         scored = [r for r in rows if truths[r["image"]][finding]["present"] is not None]
         if scored:
             per_finding[finding] = _prf([finding in stated[r["image"]] for r in scored],
@@ -87,7 +87,7 @@ def grounding_metrics(rows: Sequence[Mapping[str, Any]], results: Mapping[str, R
     for source in sorted({r["source"] for r in rows}):
         part = [r for r in rows if r["source"] == source]
         scores = {}
-        for finding in FINDINGS:
+        for finding in SCORED_FINDINGS:
             scored = [r for r in part if truths[r["image"]][finding]["present"] is not None]
             if scored and any(truths[r["image"]][finding]["present"] == 1 for r in scored):
                 scores[finding] = _prf([finding in stated[r["image"]] for r in scored],
@@ -95,7 +95,7 @@ def grounding_metrics(rows: Sequence[Mapping[str, Any]], results: Mapping[str, R
         normal = [r for r in part if (r.get("labels") or {}).get("no finding") == 1
                   or (r["source"] == "jsrt_scr" and truths[r["image"]]["nodule"]["present"] == 0)]
         abnormal = [r for r in part if r.get("abnormal") is True]
-        said = {r["image"]: any(f in stated[r["image"]] for f in PATHOLOGY) for r in part}
+        said = {r["image"]: any(f in stated[r["image"]] for f in REPORT_PATHOLOGY) for r in part}
         by_source[source] = {
             "n": len(part), "findings": scores,
             "macro_f1": float(np.mean([s["f1"] for s in scores.values()])) if scores else None,

@@ -314,13 +314,11 @@ def classifier_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Out
     detected = np.stack([o.detected for o in outs])  # [N, 29]
     sources = [r["source"] for r in rows]
     sections = {}
-    for name, key, attr, thr in (
-        ("abnormality", "abnormal", "abnormality", config.abnormal_threshold),
-        ("selection", "select", "selection", config.selection_threshold),
-    ):
-        y = np.stack([np.where(t[f"{key}_mask"].numpy(), t[key].numpy(), np.nan)
+    for name, thr in (("abnormality", config.abnormal_threshold),
+                      ("selection", config.selection_threshold)):
+        y = np.stack([np.where(t[f"{name}_mask"].numpy(), t[name].numpy(), np.nan)
                       for t in targets])  # [N, 29], NaN = unknown
-        score = np.stack([getattr(o, attr) for o in outs])  # [N, 29]
+        score = np.stack([getattr(o, name) for o in outs])  # [N, 29]
         sections[name] = classifier_section(y, score, detected, sources, thr)
     image_y = [{True: 1.0, False: 0.0}.get(r.get("abnormal"), math.nan) for r in rows]
     image_s = [float(o.abnormality.max()) for o in outs]
@@ -624,8 +622,8 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
     lap("metrics")
     metrics["nlg"] = nlg_metrics(paired_text, outputs, opts.nlg_metrics)
     # issue #10 §4: NLG on the COVID note pairs (model vs most-common and CLIP-retrieval
-    # baselines), merged into "nlg" as n_pairs / n_train_pairs / model / baselines (train/nlg_eval.py)
-    from train.nlg_eval import evaluate_note_pairs
+    # baselines), merged into "nlg" as n_pairs / n_train_pairs / model / baselines (train/note_nlg.py)
+    from train.note_nlg import evaluate_note_pairs
     metrics["nlg"].update(evaluate_note_pairs(model, prepared, split=opts.split, limit=opts.limit,
                                               seed=opts.seed, metrics=opts.nlg_metrics))
     lap("nlg")
@@ -649,7 +647,7 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from train.prepare import default_data_dir
+    from train.preparation import default_data_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", required=True, help="model folder or hub repo id (crrg.load)")
@@ -676,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from train.prepare import default_data_dir, prepare
+    from train.preparation import default_data_dir, prepare_data
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -690,7 +688,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"--data {data} is not a folder (set CRRG_DATA or pass --data)")
         folder = args.out / "prepared"
         logger.info("preparing %s into %s", data, folder)
-        prepare(data, folder, iu_images=args.iu_images, mimic=args.mimic)
+        prepare_data(data, folder, iu_images=args.iu_images, mimic=args.mimic)
     prepared = PreparedData(folder, data_root=args.data)
     options = EvalOptions(limit=args.limit, report_limit=args.report_limit, examples=args.examples,
                           batch_size=args.batch_size, seed=args.seed,

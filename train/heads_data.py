@@ -18,9 +18,9 @@ from crrg.findings import REGION_FINDINGS
 from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
 from train.datasets import PreparedData
 from train.finding_labels import FindingLabeler
-from train.prepare import LUNG_DISEASE
+from train.preparation import LUNG_DISEASE
 
-PATHOLOGY = ("nodule", "opacity")  # region findings that make a region abnormal
+REGION_PATHOLOGY = ("nodule", "opacity")  # region findings that make a region abnormal
 
 
 def image_target(row: dict[str, Any]) -> int | None:
@@ -82,8 +82,8 @@ class HeadData:
     boxes: Tensor  # [N, 29, 4] stored-image pixels (predicted)
     findings: Tensor  # [N, 29, F]
     findings_known: Tensor  # [N, 29, F] bool
-    abnormal: Tensor  # [N, 29]
-    abnormal_known: Tensor  # [N, 29] bool
+    abnormality: Tensor  # [N, 29]
+    abnormality_known: Tensor  # [N, 29] bool
     image: Tensor  # [N] 0/1
     image_known: Tensor  # [N] bool
     extra: Tensor  # [N, len(IMAGE_EXTRA)] 0/1
@@ -105,6 +105,17 @@ class HeadData:
                 and (exclude is None or r["source"] not in exclude)]
         return torch.tensor(keep, dtype=torch.long)
 
+    def known_image_test_by_source(self) -> list[tuple[str, Tensor]]:
+        """Per source (sorted), the test indices with a known image-level label; sources with
+        none are left out."""
+        out = []
+        for source in sorted(set(self.sources)):
+            idx = self.index("test", sources={source})
+            idx = idx[self.image_known[idx]]
+            if len(idx):
+                out.append((source, idx))
+        return out
+
 
 def predicted_boxes(cached: dict[str, Any]) -> dict[str, list[float]]:
     """{region: box} of the detector's detected regions in a feature-cache entry (stored-image
@@ -119,7 +130,7 @@ def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
     rows = [r for r in prepared.images(None) if r.get("image") in features]
     rows.sort(key=lambda r: r["image"])
     targets, knowns, abn, abn_known, img, img_known, extra, extra_known = [], [], [], [], [], [], [], []
-    path_idx = [findings.index(f) for f in PATHOLOGY if f in findings]
+    path_idx = [findings.index(f) for f in REGION_PATHOLOGY if f in findings]
     for row in rows:
         t, k = labeler(row, boxes.get(row["image"]) or predicted_boxes(features[row["image"]]))
         targets.append(t)
@@ -150,7 +161,7 @@ def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
         detected=torch.stack([x["detected"] for x in f]).bool(),
         boxes=torch.stack([x["boxes"] for x in f]).float(),
         findings=torch.stack(targets), findings_known=torch.stack(knowns),
-        abnormal=torch.stack(abn), abnormal_known=torch.stack(abn_known),
+        abnormality=torch.stack(abn), abnormality_known=torch.stack(abn_known),
         image=torch.tensor(img), image_known=torch.tensor(img_known),
         extra=torch.tensor(extra).reshape(len(rows), len(IMAGE_EXTRA)),
         extra_known=torch.tensor(extra_known).reshape(len(rows), len(IMAGE_EXTRA)),
@@ -163,5 +174,5 @@ def concat(a: HeadData, b: HeadData, tag: str = "augmented") -> HeadData:
     keys = list(a.keys) + [f"{k}#{tag}" for k in b.keys]
     fields = {name: torch.cat([getattr(a, name), getattr(b, name)])
               for name in ("fused", "crops", "embedding", "detected", "boxes", "findings", "findings_known",
-                           "abnormal", "abnormal_known", "image", "image_known", "extra", "extra_known")}
+                           "abnormality", "abnormality_known", "image", "image_known", "extra", "extra_known")}
     return HeadData(keys=keys, rows=rows, **fields)

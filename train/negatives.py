@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from train.source_augment import jpeg_round_trip
+
 KINDS: dict[str, str] = {
     "natural": "not_radiograph", "photo": "not_radiograph", "mri": "not_radiograph", "noise": "not_radiograph",
     "smooth": "not_radiograph", "pattern": "not_radiograph", "text": "not_radiograph",
@@ -225,10 +227,7 @@ def varied(radiograph: Image.Image, rng: random.Random) -> Image.Image:
                       fill=rng.choice((0, 255)))
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=rng.randint(40, 95))
-    buf.seek(0)
-    return Image.open(buf).convert("L")
+    return jpeg_round_trip(image, rng.randint(40, 95))
 
 
 def leads(radiograph: Image.Image, rng: random.Random) -> Image.Image:
@@ -262,7 +261,4 @@ def resized(radiograph: Image.Image, side: int) -> Image.Image:
     w, h = radiograph.size
     scale = side / max(w, h)
     image = radiograph.convert("L").resize((max(1, round(w * scale)), max(1, round(h * scale))))
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
-    buf.seek(0)
-    return Image.open(buf).convert("L")
+    return jpeg_round_trip(image, 90)

@@ -77,7 +77,7 @@ def record_dict(record: Record | dict[str, Any], data_root: Path | None = None) 
         return record
     image = record.image
     if image is not None and data_root is not None:
-        from train.prepare import image_ref
+        from train.preparation import image_ref
 
         image = image_ref(image, data_root.resolve())
     return {"image": None if image is None else str(image), "patient": record.patient,

@@ -1,9 +1,11 @@
 """Shared steps of the detector and decoder stages (``train.train_detector``,
-``train.train_decoder``): per-region features of a mixed batch (boxed images with detector
-losses, the rest without gradient) and the masked BCE of the selection / abnormality heads."""
+``train.train_decoder``): their common run settings, per-region features of a mixed batch (boxed
+images with detector losses, the rest without gradient) and the masked BCE of the selection /
+abnormality heads."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,6 +13,22 @@ from torch import Tensor, nn
 
 from crrg.classifier import region_bce_loss
 from crrg.detector import RegionDetector
+from train.datasets import AugmentConfig
+from train.engine import RunConfig
+
+
+@dataclass
+class RegionStageConfig(RunConfig):
+    """Settings of both region stages. ``augment``: image augmentation; ``use_derived``: train
+    on rule-derived (silver) boxes too; ``detector_loss_weight``: weight of the detector losses
+    when the detector trains; ``common_threshold``: a region is commonly described (a selection
+    target) when at least this share of training reports names it
+    (:func:`train.targets.common_regions`)."""
+
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    use_derived: bool = True
+    detector_loss_weight: float = 1.0
+    common_threshold: float = 0.3
 
 
 def mixed_batch_features(detector: RegionDetector, images: Tensor, targets: list[dict[str, Tensor] | None],
@@ -49,8 +67,8 @@ def classifier_losses(selection: nn.Module, abnormality: nn.Module, features: Te
     sel_logits = selection(features)  # [B, 29]
     abn_logits = abnormality(features)  # [B, 29]
     return {
-        "loss_selection": region_bce_loss(sel_logits, batch["select"], batch["select_mask"] & detected,
+        "loss_selection": region_bce_loss(sel_logits, batch["selection"], batch["selection_mask"] & detected,
                                           pos_weights[0]),
-        "loss_abnormal": region_bce_loss(abn_logits, batch["abnormal"], batch["abnormal_mask"] & detected,
+        "loss_abnormality": region_bce_loss(abn_logits, batch["abnormality"], batch["abnormality_mask"] & detected,
                                          pos_weights[1]),
     }

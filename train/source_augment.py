@@ -26,11 +26,16 @@ def _resample(image: Image.Image, rng: random.Random) -> Image.Image:
     return small.resize((w, h), rng.choice((Image.BILINEAR, Image.BICUBIC, Image.NEAREST)))
 
 
-def _jpeg(image: Image.Image, rng: random.Random) -> Image.Image:
+def jpeg_round_trip(image: Image.Image, quality: int) -> Image.Image:
+    """The image saved as a JPEG of this quality and read back (grayscale)."""
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=rng.randint(20, 85))
+    image.save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     return Image.open(buf).convert("L")
+
+
+def _jpeg(image: Image.Image, rng: random.Random) -> Image.Image:
+    return jpeg_round_trip(image, rng.randint(20, 85))
 
 
 def _blur(image: Image.Image, rng: random.Random) -> Image.Image:

@@ -132,21 +132,22 @@ def region_status(record: dict[str, Any]) -> dict[str, str]:
 
 def region_targets(record: dict[str, Any], common: Iterable[str],
                    paired: list[dict[str, Any]] | None = None) -> dict[str, Tensor]:
-    """Stage-2 targets [29]: ``abnormal`` / ``abnormal_mask``, ``select`` / ``select_mask``."""
+    """Stage-2 targets [29], named as the heads: ``abnormality`` / ``abnormality_mask``,
+    ``selection`` / ``selection_mask``."""
     status = region_status(record)
-    abnormal = torch.tensor([status[r] == "abnormal" for r in REGIONS], dtype=torch.float32)  # [29]
-    abnormal_mask = torch.tensor([status[r] != "unknown" for r in REGIONS])  # [29]
+    abnormality = torch.tensor([status[r] == "abnormal" for r in REGIONS], dtype=torch.float32)  # [29]
+    abnormality_mask = torch.tensor([status[r] != "unknown" for r in REGIONS])  # [29]
     if paired:
         named = {r for line in paired for r in line.get("regions", [])}
-        select = torch.tensor([r in named for r in REGIONS], dtype=torch.float32)  # [29]
-        select_mask = torch.ones(NUM_REGIONS, dtype=torch.bool)
+        selection = torch.tensor([r in named for r in REGIONS], dtype=torch.float32)  # [29]
+        selection_mask = torch.ones(NUM_REGIONS, dtype=torch.bool)
     else:
         common = set(common)
         is_common = torch.tensor([r in common for r in REGIONS])  # [29]
-        select = ((abnormal > 0) | is_common).float()  # [29]
-        select_mask = is_common | abnormal_mask  # [29]
-    return {"abnormal": abnormal, "abnormal_mask": abnormal_mask, "select": select,
-            "select_mask": select_mask}
+        selection = ((abnormality > 0) | is_common).float()  # [29]
+        selection_mask = is_common | abnormality_mask  # [29]
+    return {"abnormality": abnormality, "abnormality_mask": abnormality_mask, "selection": selection,
+            "selection_mask": selection_mask}
 
 
 def auto_pos_weight(targets: Iterable[tuple[Tensor, Tensor]], max_weight: float = 20.0) -> float:

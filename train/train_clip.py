@@ -27,14 +27,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from crrg.clip import CXRClip
 from crrg.clip_loss import info_nce_loss, label_aware_loss
 from crrg.labels import FINDINGS
 from crrg.model import CRRGModel
 from train import common
-from train.datasets import AugmentConfig, ImageReader, PreparedData, augment
+from train.datasets import AugmentConfig, ImageDataset, ImageReader, PreparedData
 from train.engine import RunConfig
 from train.targets import label_vector, prompt_texts, sentence_label_vector
 
@@ -65,29 +64,20 @@ class ClipRunConfig(RunConfig):
             raise ValueError(f"image_tower_init must be one of {TOWER_INIT}, got {self.image_tower_init!r}")
 
 
-class ClipDataset(Dataset):
+def clip_dataset(records: list[dict[str, Any]], reader: ImageReader, augment_cfg: AugmentConfig | None,
+                 sentences: list[tuple[str, Tensor]], sentences_per_image: int) -> ImageDataset:
     """Item: ``image`` [1, s, s], ``labels`` [K], ``text`` (paired text or None), ``sentences``
-    (texts) and ``sentence_labels`` [n, K] drawn from the labelled sentence pool."""
+    (texts) and ``sentence_labels`` [n, K] drawn from the labelled sentence pool (the records
+    are images.jsonl lines: no region boxes, so no detector target)."""
+    per_image = sentences_per_image if sentences else 0
 
-    def __init__(self, records: list[dict[str, Any]], reader: ImageReader, augment_cfg: AugmentConfig | None,
-                 sentences: list[tuple[str, Tensor]], sentences_per_image: int) -> None:
-        self.records, self.reader, self.augment_cfg = records, reader, augment_cfg
-        self.sentences, self.per_image = sentences, sentences_per_image if sentences else 0
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        rng = random.Random(random.getrandbits(64))
-        image, geometry = self.reader(record["image"])
-        if self.augment_cfg is not None and self.augment_cfg.enabled:
-            image, _, _ = augment(image, geometry, torch.zeros(0, 4), self.augment_cfg, rng)
-        drawn = [rng.choice(self.sentences) for _ in range(self.per_image)]
-        k = len(FINDINGS)
-        return {"image": image, "labels": label_vector(record.get("labels") or {}), "text": record.get("text"),
+    def fields(record: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        drawn = [rng.choice(sentences) for _ in range(per_image)]
+        return {"labels": label_vector(record.get("labels") or {}), "text": record.get("text"),
                 "sentences": [t for t, _ in drawn],
-                "sentence_labels": torch.stack([v for _, v in drawn]) if drawn else torch.zeros(0, k)}
+                "sentence_labels": torch.stack([v for _, v in drawn]) if drawn else torch.zeros(0, len(FINDINGS))}
+
+    return ImageDataset(records, reader, augment_cfg, fields=fields)
 
 
 def collate_clip(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -158,11 +148,11 @@ def main(argv: list[str] | None = None) -> None:
         prepared = PreparedData(args.prepared, args.data)
         sentences = labelled_sentences(prepared)
         size = model.config.clip.image_size
-        train_set = ClipDataset(clip_records(prepared, "train", cfg.pair_repeat),
-                                ImageReader(prepared, size, cfg.cache_images), cfg.augment, sentences,
-                                cfg.sentences_per_image)
-        val_set = ClipDataset(clip_records(prepared, "val", 1), ImageReader(prepared, size), None, sentences,
-                              cfg.sentences_per_image)
+        train_set = clip_dataset(clip_records(prepared, "train", cfg.pair_repeat),
+                                 ImageReader(prepared, size, cfg.cache_images), cfg.augment, sentences,
+                                 cfg.sentences_per_image)
+        val_set = clip_dataset(clip_records(prepared, "val", 1), ImageReader(prepared, size), None, sentences,
+                               cfg.sentences_per_image)
         logger.info("clip: %d training items (pairs x%d), %d labelled sentences, %d validation images",
                     len(train_set), cfg.pair_repeat, len(sentences), len(val_set))
         common.fit(args, info, state, stage=STAGE, model=model, module=ClipStage(model.clip, cfg),

@@ -17,7 +17,7 @@ paired data. ``clip_fusion`` models add the CLIP image embedding to the features
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,7 @@ from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
-from train.datasets import AugmentConfig, ImageDataset, ImageReader, PreparedData, collate_images, merge_records
-from train.engine import RunConfig
+from train.datasets import ImageDataset, ImageReader, PreparedData, collate_images, merge_records
 from train.targets import (
     SentenceMatcher,
     auto_pos_weight,
@@ -40,7 +39,7 @@ from train.targets import (
     note_sentences,
     sentence_pool,
 )
-from train.region_losses import classifier_losses, mixed_batch_features
+from train.region_losses import RegionStageConfig, classifier_losses, mixed_batch_features
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ STAGE = "decoder"
 
 
 @dataclass
-class DecoderRunConfig(RunConfig):
+class DecoderRunConfig(RegionStageConfig):
     """Stage-3 settings. ``open_matching``: images without their own report get matched IU
     sentences; ``sentence_sources``: sources of the sentence pool for matching
     (:func:`train.targets.sentence_pool`); ``require_primary``: an abnormal region's sentence
@@ -65,8 +64,6 @@ class DecoderRunConfig(RunConfig):
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_steps: int = 100
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    use_derived: bool = True
     cache_images: bool = False
     cache_features: bool = False
     max_regions_per_image: int = 8
@@ -77,9 +74,7 @@ class DecoderRunConfig(RunConfig):
     train_detector: bool = False
     train_classifiers: bool = False
     lm_loss_weight: float = 1.0
-    detector_loss_weight: float = 1.0
     classifier_loss_weight: float = 1.0
-    common_threshold: float = 0.3
     paired_notes: bool = True  # COVID images' own clinical-note radiograph sentences as paired text
 
     def __post_init__(self) -> None:
@@ -145,7 +140,7 @@ class DecoderStage(nn.Module):
             heads = classifier_losses(self.selection, self.abnormality, features, detected, batch,
                                       self.pos_weights)
             out.update(heads)
-            loss = loss + cfg.classifier_loss_weight * (heads["loss_selection"] + heads["loss_abnormal"])
+            loss = loss + cfg.classifier_loss_weight * (heads["loss_selection"] + heads["loss_abnormality"])
         if det_losses:
             out.update(det_losses)
             loss = loss + cfg.detector_loss_weight * sum(det_losses.values())
@@ -254,8 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         weights = (1.0, 1.0)
         if cfg.train_classifiers:
             targets = [fields.targets(r) for r in records]
-            weights = (auto_pos_weight((t["select"], t["select_mask"]) for t in targets),
-                       auto_pos_weight((t["abnormal"], t["abnormal_mask"]) for t in targets))
+            weights = (auto_pos_weight((t["selection"], t["selection_mask"]) for t in targets),
+                       auto_pos_weight((t["abnormality"], t["abnormality_mask"]) for t in targets))
         size = model.config.image_size
         train_set = ImageDataset(records, ImageReader(prepared, size, cfg.cache_images), cfg.augment, fields,
                                  use_derived=cfg.use_derived)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,9 +29,8 @@ from crrg.fusion import fuse
 from crrg.model import CRRGModel
 from crrg.regions import NUM_REGIONS
 from train import common
-from train.datasets import AugmentConfig, ImageDataset, ImageReader, PreparedData, collate_images, merge_records
-from train.engine import RunConfig
-from train.region_losses import classifier_losses, mixed_batch_features
+from train.datasets import ImageDataset, ImageReader, PreparedData, collate_images, merge_records
+from train.region_losses import RegionStageConfig, classifier_losses, mixed_batch_features
 from train.targets import auto_pos_weight, common_regions, paired_sentences, region_targets
 
 logger = logging.getLogger(__name__)
@@ -40,32 +39,28 @@ STAGES = {1: "detector", 2: "region_heads"}
 
 
 @dataclass
-class DetectorRunConfig(RunConfig):
+class DetectorRunConfig(RegionStageConfig):
     """Stage 1 / 2 run settings (see the module docstring).
 
     ``pretrained_backbone``: fresh models start from the offline ImageNet EfficientNet-Lite0.
-    ``use_derived``: train on rule-derived (silver) boxes too. ``cache_images``: keep decoded,
-    resized images in memory (uint8, ~S*S bytes each). Stage 2: ``train_detector`` (classifier
-    gradients reach the detector; boxed images keep the detector losses), ``unboxed_images``
-    (also use labelled images without boxes), ``common_threshold`` (selection rule),
-    ``pos_weight_*`` (``None``: negatives / positives of the training targets).
+    ``cache_images``: keep decoded, resized images in memory (uint8, ~S*S bytes each). Stage 2:
+    ``train_detector`` (classifier gradients reach the detector; boxed images keep the detector
+    losses), ``unboxed_images`` (also use labelled images without boxes), ``pos_weight_*``
+    (``None``: negatives / positives of the training targets). The rest:
+    :class:`train.region_losses.RegionStageConfig`.
     """
 
     lr: float = 3e-4
     batch_size: int = 4
     epochs: int = 20
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretrained_backbone: bool = True
-    use_derived: bool = True
     cache_images: bool = True
     train_detector: bool = True
     unboxed_images: bool = True
-    detector_loss_weight: float = 1.0
     selection_loss_weight: float = 1.0
-    abnormal_loss_weight: float = 1.0
-    common_threshold: float = 0.3
+    abnormality_loss_weight: float = 1.0
     pos_weight_selection: float | None = None
-    pos_weight_abnormal: float | None = None
+    pos_weight_abnormality: float | None = None
 
 
 @contextlib.contextmanager
@@ -139,7 +134,7 @@ class RegionHeadsStage(nn.Module):
         features = fuse(self.fusion, self.clip, images, features)  # [B, 29, D]
         out = classifier_losses(self.selection, self.abnormality, features, detected, batch, self.pos_weights)
         cfg = self.cfg
-        loss = cfg.selection_loss_weight * out["loss_selection"] + cfg.abnormal_loss_weight * out["loss_abnormal"]
+        loss = cfg.selection_loss_weight * out["loss_selection"] + cfg.abnormality_loss_weight * out["loss_abnormality"]
         if det_losses:
             out.update(det_losses)
             loss = loss + self.cfg.detector_loss_weight * sum(det_losses.values())
@@ -179,9 +174,9 @@ def region_target_fields(prepared: PreparedData, cfg: DetectorRunConfig):
 def pos_weights(cfg: DetectorRunConfig, records: list[dict[str, Any]], fields: Any) -> tuple[float, float]:
     targets = [fields(r) for r in records]
     sel = cfg.pos_weight_selection
-    abn = cfg.pos_weight_abnormal
-    sel = sel if sel is not None else auto_pos_weight((t["select"], t["select_mask"]) for t in targets)
-    abn = abn if abn is not None else auto_pos_weight((t["abnormal"], t["abnormal_mask"]) for t in targets)
+    abn = cfg.pos_weight_abnormality
+    sel = sel if sel is not None else auto_pos_weight((t["selection"], t["selection_mask"]) for t in targets)
+    abn = abn if abn is not None else auto_pos_weight((t["abnormality"], t["abnormality_mask"]) for t in targets)
     logger.info("pos_weight: selection %.2f, abnormality %.2f", sel, abn)
     return sel, abn
 

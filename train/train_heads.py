@@ -185,9 +185,9 @@ def train_findings(data: HeadData) -> RegionFindings:
 
 def train_abnormality(data: HeadData, config: ClassifierConfig) -> RegionClassifier:
     head = RegionClassifier(config)
-    known = data.abnormal_known & data.detected
+    known = data.abnormality_known & data.detected
     head, stats = fit(head, lambda m, idx: m(data.fused[idx]), data.index("train"), data.index("val"),
-                      data.abnormal, known, HeadFitConfig(epochs=40))
+                      data.abnormality, known, HeadFitConfig(epochs=40))
     logger.info("abnormality head: %s", stats)
     return head
 
@@ -323,12 +323,8 @@ def image_level_step(data: HeadData, combined: HeadData | None, outcome: HeadsOu
         (image_logits[v].numpy(), data.image[v].numpy()), (image_logits[t].numpy(), data.image[t].numpy()))
     threshold = youden_threshold(data.image[v].numpy(), apply(scaling, image_logits[v].numpy()))  # pooled
     p_all = apply(scaling, image_logits.numpy())
-    per_source = {}
-    for source in sorted(set(data.sources)):
-        idx = data.index("test", sources={source})
-        idx = idx[data.image_known[idx]]
-        if len(idx):
-            per_source[source] = binary_scores(data.image[idx].numpy(), p_all[idx.numpy()], threshold)
+    per_source = {source: binary_scores(data.image[idx].numpy(), p_all[idx.numpy()], threshold)
+                  for source, idx in data.known_image_test_by_source()}
     kept, scalings, extra_metrics = extra_findings(data, logits[:, 1:], outcome)
     outcome.metrics["image_level"] = {
         "chosen": chosen.key, "inputs": list(head.config.inputs), "balanced_sampling": chosen.balanced,
@@ -419,10 +415,10 @@ def abnormality_step(data: HeadData, outcome: HeadsOutcome) -> None:
     abnormality = train_abnormality(data, ClassifierConfig())
     with torch.no_grad():
         logits = abnormality(data.fused)
-    known = data.abnormal_known & data.detected
+    known = data.abnormality_known & data.detected
     scaling, outcome.ece["abnormality"] = calibrate(
-        _known_logits(logits[val], data.abnormal[val], known[val]),
-        _known_logits(logits[test], data.abnormal[test], known[test]))
+        _known_logits(logits[val], data.abnormality[val], known[val]),
+        _known_logits(logits[test], data.abnormality[test], known[test]))
     outcome.calibration = dataclasses.replace(outcome.calibration, abnormality=scaling)
     outcome.heads["abnormality"] = abnormality.state_dict()
 
@@ -497,12 +493,9 @@ def zero_shot_by_source(clip: Any, data: HeadData, params: Scaling) -> dict[str,
     """Calibrated zero-shot "pneumonia" (threshold 0.5) per test source: pneumonia-like vs normal.
     CLIP was trained on every source, so this is in-source, not leave-one-source-out."""
     out = {}
-    for source in sorted(set(data.sources)):
-        idx = data.index("test", sources={source})
-        idx = idx[data.image_known[idx]]
-        if len(idx):
-            p = apply(params, zero_shot_logits(clip, data, idx, "pneumonia"))
-            out[source] = binary_scores(data.image[idx].numpy(), p, 0.5)
+    for source, idx in data.known_image_test_by_source():
+        p = apply(params, zero_shot_logits(clip, data, idx, "pneumonia"))
+        out[source] = binary_scores(data.image[idx].numpy(), p, 0.5)
     return out
 
 

@@ -48,7 +48,7 @@ TEXT_KINDS: tuple[str, ...] = ("report", "clinical_notes")
 
 
 @dataclass
-class Sentence:
+class SourceSentence:
     """A report sentence with the regions it describes, when the source says so (ImaGenome)."""
 
     text: str
@@ -82,7 +82,7 @@ class Record:
     finding_boxes: tuple[FindingBox, ...] = ()
     text: str | None = None
     text_kind: str | None = None
-    sentences: list[Sentence] | None = None  # region-grounded sentences given by the source
+    sentences: list[SourceSentence] | None = None  # region-grounded sentences given by the source
     study: str | None = None
     split: str | None = None  # the split the source itself gives, if any
     licence: str = ""

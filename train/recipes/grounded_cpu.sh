@@ -7,7 +7,7 @@
 #      as paired text), fine-tuned from BASE's decoder                        } in parallel
 #   3. the evidence heads, thresholds and calibration on the cache (train.train_heads)
 #   4. the input checker on generated negatives + real radiographs (train.train_input_check)
-#   5. assemble, then evaluate (train.evaluate, with the note-pair NLG of train.nlg_eval;
+#   5. assemble, then evaluate (train.evaluate, with the note-pair NLG of train.note_nlg;
 #      train.validate_measurements) and merge every figure into the eval's metrics.json
 # Every step resumes or is skipped when its output exists.
 #   bash train/recipes/grounded_cpu.sh PREPARED RUNS BASE

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from crrg.data.readers import find_file, image_size, limited, read_csv
-from crrg.data.records import Box, Record, Sentence, clip_box, ordered_regions
+from crrg.data.records import Box, Record, SourceSentence, clip_box, ordered_regions
 from crrg.labels import FINDINGS
 from crrg.regions import REGIONS
 
@@ -107,7 +107,7 @@ def scene_boxes(graph: dict[str, Any], width: int, height: int) -> dict[str, Box
     return {k: boxes[k] for k in ordered_regions(boxes)}
 
 
-def scene_sentences(graph: dict[str, Any]) -> tuple[list[Sentence], dict[str, bool]]:
+def scene_sentences(graph: dict[str, Any]) -> tuple[list[SourceSentence], dict[str, bool]]:
     """Region-grounded sentences (identical phrases merged) and per-region abnormality."""
     merged: dict[str, dict[str, Any]] = {}
     abnormal: dict[str, bool] = {}
@@ -135,7 +135,7 @@ def scene_sentences(graph: dict[str, Any]) -> tuple[list[Sentence], dict[str, bo
                 if finding in FINDINGS:
                     item["findings"].add(finding)
     sentences = [
-        Sentence(text=i["text"], regions=ordered_regions(i["regions"]), abnormal=i["abnormal"],
+        SourceSentence(text=i["text"], regions=ordered_regions(i["regions"]), abnormal=i["abnormal"],
                  findings=tuple(f for f in FINDINGS if f in i["findings"]))
         for i in merged.values()
     ]

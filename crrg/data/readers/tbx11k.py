@@ -19,7 +19,7 @@ Decisions
   box (:attr:`crrg.data.records.FindingBox.kind`) and the image carries ``tuberculosis`` = 1
   (:data:`crrg.labels.UNREPORTED`), so a TB finding can be added later without re-reading.
   The image gets no ``lung opacity`` label on purpose: that label feeds the image-level
-  pneumonia-like target (``train.prepare.LUNG_DISEASE``), which would then have 600 positives
+  pneumonia-like target (``train.preparation.LUNG_DISEASE``), which would then have 600 positives
   and no negatives from this source.
 - **Where the region boxes come from: the detector's boxes at feature-caching time.** TBX11K has
   no masks and no lung boxes, so the silver rules (:mod:`crrg.data.silver`, mask-based) give
