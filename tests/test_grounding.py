@@ -127,7 +127,7 @@ def test_every_sentence_kind_serialises_with_the_contract_fields() -> None:
     s = Sentence("There is a nodule in the right mid lung zone.", ("right mid lung zone",), "nodule",
                  Evidence("region", probability=0.71234))
     assert s.to_json() == {"text": s.text, "regions": ["right mid lung zone"], "finding": "nodule",
-                           "evidence": {"kind": "region", "probability": 0.7123, "value": None}}
+                           "evidence": {"kind": "region", "probability": 0.7123, "value": None, "measurement": None}}
     with pytest.raises(ValueError):
         Evidence("text")
 
