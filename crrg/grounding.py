@@ -307,7 +307,7 @@ def impression(items: Sequence[tuple[Sentence, str]]) -> str:
     :data:`NO_ACUTE`. ``items``: (finding sentence, its impression item) in report order.
 
     A finding that an image-level diagnosis explains (:data:`EXPLAINED_BY`: opacities and
-    pneumonia) is said with it, once: "Diffuse bilateral opacities, consistent with pneumonia."."""
+    pneumonia) is said with it, once ("Diffuse bilateral opacities, consistent with pneumonia.")."""
     present = {s.finding for s, _ in items}
     rank = {finding: i for i, finding in enumerate(IMPORTANCE)}
     ranked = sorted((rank.get(s.finding, len(IMPORTANCE)), i, s.finding, item)
