@@ -17,14 +17,14 @@ LONG = ("The visualized osseous structures of the thoracic spine show mild multi
         "is seen at any of the visualized levels.")  # 35 words, one topic (bones)
 
 
-def _line(image: str, generated: dict[str, str], opacity: dict[str, float] | None = None) -> dict:
+def _line(image: str, generated: dict[str, str], opacity: dict[str, float] | None = None, ctr: float = 0.45) -> dict:
     """A JSON line of the current pipeline for this evidence (ReportResult.to_json)."""
     probs = [0.0] * NUM_REGIONS
     for region, p in (opacity or {}).items():
         probs[REGION_INDEX[region]] = p
     ev = ImageEvidence(detected=[True] * NUM_REGIONS, abnormal=[0.1] * NUM_REGIONS,
                        region_findings={"opacity": probs}, generated=generated,
-                       measurements=[measurement_sentence(heart_size(0.45, None))])
+                       measurements=[measurement_sentence(heart_size(ctr, None))])
     out = compose(ev, {"opacity": 0.5})
     return ReportResult(image=image, width=100, height=100, regions=(), report=out.report, labels={},
                         label_regions={}, sentences=out.sentences, impression=out.impression).to_json()
@@ -81,6 +81,9 @@ def test_lines_of_the_current_composer_count_zero() -> None:
                                     "long_sentences": 1}
     texts = {s["text"] for line in (normal, sick, OLD_LINE) for s in line["sentences"]}
     assert both["distinct_sentences"] == len(texts)
+    other_ctr = _line("/data/c.png", GENERATED, ctr=0.47)
+    three = report_quality.quality([normal, sick, other_ctr])
+    assert three["distinct_sentences"] == three["distinct_without_numbers"] + 1  # 0.45 and 0.47
 
 
 def test_main_reads_report_lines_and_tags_their_source(tmp_path: Path) -> None:

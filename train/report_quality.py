@@ -34,7 +34,8 @@ Per report (targets 0 for the first five, on every image of every source; ``tota
 - ``contradictions``: normal statements on the topic (and side) of a finding of the same report
   ("The lungs are clear." next to an opacity; :func:`crrg.grounding.finding_keys`);
 - ``long_sentences``: sentences over :data:`LONG_WORDS` words;
-- and ``distinct_sentences`` (over all reports), ``mean_sentences`` and ``mean_words`` per report
+- and ``distinct_sentences`` (over all reports; ``distinct_without_numbers`` with every number as
+  "#", so the cardiothoracic ratios do not count), ``mean_sentences`` and ``mean_words`` per report
   (the findings sentences, ``sentences`` of the JSON), ``mean_impression_words``,
   ``no_acute_impressions`` (reports whose impression is "No acute cardiopulmonary abnormality.").
 
@@ -60,6 +61,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -134,7 +136,9 @@ def quality(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         no_acute += impression == NO_ACUTE
     n = max(len(records), 1)
     return {"reports": len(records), "totals": totals, "reports_with": with_any,
-            "distinct_sentences": len(texts), "mean_sentences": round(n_sentences / n, 3),
+            "distinct_sentences": len(texts),
+            "distinct_without_numbers": len({re.sub(r"\d+(?:\.\d+)?", "#", t) for t in texts}),
+            "mean_sentences": round(n_sentences / n, 3),
             "mean_words": round(n_words / n, 3), "mean_impression_words": round(n_impression / n, 3),
             "no_acute_impressions": no_acute}
 
