@@ -32,9 +32,10 @@ Wording (the evidence of a sentence never changes with it):
   covers them, which then cites the union of their regions; a normal statement whose topic has a
   finding in the same report ("The lungs are clear." next to an opacity) is dropped;
 - order: by topic (lungs, pleura, heart and mediastinum, hila, bones, devices, upper abdomen),
-  findings before normal statements, then by region;
+  findings before normal statements, located findings before image-level ones, then by region;
 - the impression (:func:`impression`): the positive findings in order of importance
-  (:data:`IMPORTANCE`), each once, with its location; or "No acute cardiopulmonary abnormality.".
+  (:data:`IMPORTANCE`), each once, with its location ("Diffuse bilateral opacities, consistent
+  with pneumonia. Support device in place."); or "No acute cardiopulmonary abnormality.".
 
 Every sentence is then checked against :func:`crrg.locations.unsupported_locations`; one that names
 a side, lobe or zone its evidence does not cover is dropped (``dropped`` keeps them, for tests and
@@ -89,6 +90,8 @@ IMPORTANCE: tuple[str, ...] = ("pneumothorax", "pneumonia", "pleural effusion", 
                                "opacity", "infiltration", "atelectasis", "mass", "nodule", "cardiomegaly",
                                "support device")
 NO_ACUTE = "No acute cardiopulmonary abnormality."
+#: a located finding -> the image-level diagnosis that explains it, said together in the impression
+EXPLAINED_BY: dict[str, str] = {"opacity": "pneumonia"}
 #: the places a device sentence may name, in the order named, and the regions each stands for
 DEVICE_PLACES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trachea", ("trachea",)), ("mediastinum", ("upper mediastinum", "mediastinum", "svc")),
@@ -310,21 +313,33 @@ def _select_normals(normals: Sequence[Sentence], stated: frozenset[tuple[str, st
     return [s for _, _, s in sorted(kept, key=lambda k: k[1])]
 
 
-def _order(sentence: Sentence) -> tuple[float, int, int]:
-    """Topic (report order), findings before normal statements, then the first region."""
+def _order(sentence: Sentence) -> tuple[int, bool, bool, int]:
+    """Topic (report order), findings before normal statements, located before image-level
+    ("There are diffuse bilateral opacities." before "Findings are consistent with pneumonia."),
+    then the first region."""
     keys = finding_keys(sentence) if sentence.finding or sentence.evidence.kind == "measurement" else topic_keys(sentence.text)
     rank = min((TOPIC_ORDER[t] for t, _ in keys), default=len(TOPIC_ORDER))
     first = REGION_INDEX[sentence.regions[0]] if sentence.regions else -1
-    return rank, sentence.finding is None, first
+    return rank, sentence.finding is None, sentence.evidence.kind == "image", first
 
 
 def impression(items: Sequence[tuple[Sentence, str]]) -> str:
     """The positive findings in order of importance (:data:`IMPORTANCE`), each once, or
-    :data:`NO_ACUTE`. ``items``: (finding sentence, its impression item) in report order."""
-    ranked = sorted((IMPORTANCE.index(s.finding) if s.finding in IMPORTANCE else len(IMPORTANCE), i, item)
+    :data:`NO_ACUTE`. ``items``: (finding sentence, its impression item) in report order.
+
+    A finding that an image-level diagnosis explains (:data:`EXPLAINED_BY`: opacities and
+    pneumonia) is said with it, once ("Diffuse bilateral opacities, consistent with pneumonia.")."""
+    present = {s.finding for s, _ in items}
+    rank = {finding: i for i, finding in enumerate(IMPORTANCE)}
+    ranked = sorted((rank.get(s.finding, len(IMPORTANCE)), i, s.finding, item)
                     for i, (s, item) in enumerate(items) if s.finding is not None)
     said: list[str] = []
-    for _, _, item in ranked:
+    for _, _, finding, item in ranked:
+        if EXPLAINED_BY.get(finding) in present:
+            continue  # said with its diagnosis
+        explained = [it for _, _, f, it in ranked if EXPLAINED_BY.get(f) == finding]
+        if explained:
+            item = f"{explained[0].rstrip('.')}, consistent with {finding}."
         if item not in said:
             said.append(item)
     return " ".join(said) or NO_ACUTE

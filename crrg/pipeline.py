@@ -214,7 +214,8 @@ class Pipeline:
             results.append(ReportResult(
                 image=item.source, width=item.width, height=item.height,
                 regions=self._region_results(found, b, original[b], chosen[b], written[b]),
-                report=composed[b].composed.report, labels=labels[b], label_regions=label_regions[b],
+                report=composed[b].composed.report, impression=composed[b].composed.impression,
+                labels=labels[b], label_regions=label_regions[b],
                 box_sentence=box_sentences[b], timings=times, sentences=composed[b].composed.sentences,
                 measurements=composed[b].measurements,
                 input_check=None if found.input_checks is None else found.input_checks[b],

@@ -230,7 +230,7 @@ class MiniLMEmbedder:
 TOPICS: tuple[tuple[str, str], ...] = (
     ("lungs", r"\blungs?\b|pulmonary|parenchym\w*|consolidat\w*|opacit\w*|air\s*space|infiltrat\w*"
               r"|edema|pneumonia|nodul\w*|\bmass(?:es)?\b|atelecta\w*|interstiti\w*|aerat\w*"
-              r"|emphysem\w*|hyperinfla\w*|cardiopulmonary|lung fields?"),
+              r"|emphysem\w*|hyperinfla\w*|cardiopulmonary|lung fields?|\b(?:bi)?api(?:cal|ces)\b|\bapex\b"),
     ("pleural effusion", r"effusions?|costophrenic|pleural (?:fluid|spaces?|abnormalit\w*)|\bpleura\b"
                          r"|blunt\w*"),
     ("pneumothorax", r"pneumothora\w*|pleural (?:spaces?|abnormalit\w*)|\bpleura\b"),
@@ -240,7 +240,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("bones", r"osseous|\bbon(?:y|es?)\b|skelet\w*|\bspin(?:e|al)\b|vertebr\w*|\bribs?\b|clavic\w*"
               r"|fractur\w*|degenerat\w*|scolio\w*"),
     ("devices", r"\btubes?\b|\blines?\b|catheters?|pacemakers?|\bdevices?\b|hardware|\bleads?\b"
-                r"|\bwires?\b|sternotomy|\bclips?\b|\bports?\b|\bpicc\b|stents?"),
+                r"|\bwires?\b|sternotomy|\bclips?\b|\bports?\b|\bpicc\b|\bstents?\b"),
     ("upper abdomen", r"abdom\w*|subdiaphragm\w*|\bbowel\b|stomach|gastric"),
     ("diaphragm", r"(?:\b|hemi)diaphragm\w*"),
 )

@@ -135,13 +135,18 @@ class ReportResult:
     box_sentence: BoxSentence | None = None
     timings: dict[str, float] = field(default_factory=dict)
     disclaimer: str = DISCLAIMER
-    #: the report's sentences with their evidence, report order (``report`` is their text joined)
+    #: the report's findings sentences with their evidence, anatomical report order (``report`` is
+    #: their text joined, then the line "Impression: ..." of :attr:`impression`)
     sentences: tuple[Sentence, ...] = ()
     #: values measured from the detected anatomy (``None`` where the anatomy was not found)
     measurements: dict[str, float | None] = field(default_factory=dict)
     input_check: InputCheck | None = None
     #: calibrated image-level finding probabilities (models with an image-level head)
     image_findings: dict[str, float] = field(default_factory=dict)
+    #: one line: the positive findings in order of importance, each once, with its location, or
+    #: "No acute cardiopulmonary abnormality." (:func:`crrg.grounding.impression`); ``report`` ends
+    #: with it as a line "Impression: ..." ("" when the report has no sentence)
+    impression: str = ""
 
     def region(self, name: str) -> RegionResult:
         for region in self.regions:
@@ -162,6 +167,7 @@ class ReportResult:
             "height": self.height,
             "regions": [r.to_json() for r in self.regions],
             "report": self.report,
+            "impression": self.impression,
             "sentences": [s.to_json() for s in self.sentences],
             "measurements": {k: None if v is None else round(v, 4) for k, v in self.measurements.items()},
             "input_check": None if self.input_check is None else self.input_check.to_json(),

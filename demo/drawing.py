@@ -356,7 +356,8 @@ def overlay_png(pixels: np.ndarray, result: Mapping[str, Any], max_side: int = D
 def _wrap(text: str, width: int, max_lines: int = 9) -> str:
     import textwrap
 
-    lines = textwrap.wrap(text, width)
+    # one paragraph per line of the text: "Impression: ..." starts a line of its own
+    lines = [line for paragraph in text.splitlines() for line in textwrap.wrap(paragraph, width)]
     if len(lines) > max_lines:
         lines = lines[: max_lines - 1] + ["…"]
     return "\n".join(lines)

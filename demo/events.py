@@ -78,7 +78,7 @@ def api(service: DemoService) -> None:
     serial = {"concurrency_id": MODEL, "concurrency_limit": 1}
     report_btn.click(api_report, [image_in, prompts_in, force_in], [report, result], api_name="report", **serial,
                      api_description="Image file + comma-separated prompts ('' = defaults) [+ force] -> "
-                     "(report text, the CLI's JSON: regions, report, sentences with their evidence, "
+                     "(report text, the CLI's JSON: regions, report, impression, sentences with their evidence, "
                      "measurements, input_check, labels, disclaimer). An image the input check rejects "
                      "gets ('', {image, error, input_check}) unless force is true.")
     classify_btn.click(api_classify, [image_in, prompts_in], [labels], api_name="classify", **serial,

@@ -152,9 +152,10 @@ report, result = client.predict(handle_file("chest.png"), "pneumonia, nodule", a
 probs = client.predict(handle_file("chest.png"), "pneumonia, cardiomegaly", api_name="/classify")
 ```
 
-`/report` returns the report text and the CLI's JSON: the 29 regions, the report's `sentences`
-each with its `evidence` (kind `region`, `measurement` or `image`; probability or value; the
-regions it rests on), `measurements` (the cardiothoracic ratio), `input_check`, labels and the
+`/report` returns the report text (the findings, then a line "Impression: …") and the CLI's
+JSON: the 29 regions, the `impression` (one line), the report's findings `sentences` each with
+its `evidence` (kind `region`, `measurement` or `image`; probability or value; the regions it
+rests on), `measurements` (the cardiothoracic ratio), `input_check`, labels and the
 disclaimer. An image the input check rejects (not a frontal chest radiograph) gets no report:
 `("", {{"image", "error", "input_check"}})`, as the CLI writes it, unless you pass `force=True`
 (`client.predict(..., True, api_name="/report")`). `/classify` returns `{{prompt: probability}}`.

@@ -92,10 +92,20 @@ def _chips(sentence: Mapping[str, Any]) -> str:
     return "".join(chip(n) for n in names) if names else whole_image_chip()
 
 
+def impression_html(result: Result) -> str:
+    """The report's impression (``ReportResult.impression``) as one line; empty when the result has
+    none (no sentence, or a result from before reports had one)."""
+    text = (result.get("impression") or "").strip()
+    if not text:
+        return ""
+    return f'<p class="crrg-impression"><b>Impression:</b> {html.escape(text)}</p>'
+
+
 def report_html(result: Result, title: str = "Report", picked: int | None = None) -> str:
-    """The report, one row per sentence: the coloured chip(s) of the regions it rests on (or
-    "whole image"), the sentence and a line with its evidence. A row is a button (``data-sentence``
-    = its index): choosing it shows its evidence on the image; ``picked`` is the chosen one."""
+    """The report: its impression (:func:`impression_html`), then one row per findings sentence:
+    the coloured chip(s) of the regions it rests on (or "whole image"), the sentence and a line
+    with its evidence. A row is a button (``data-sentence`` = its index): choosing it shows its
+    evidence on the image; ``picked`` is the chosen one."""
     sentences = evidence_sentences(result)
     if not sentences:
         body = ('<p class="crrg-empty">No region was selected for a sentence. Tick regions under '
@@ -117,7 +127,7 @@ def report_html(result: Result, title: str = "Report", picked: int | None = None
         body = ('<div class="crrg-sentences">' + "".join(rows) + "</div>"
                 '<p class="crrg-hint">Click a sentence to see its evidence on the image. Percentages: '
                 "the model's probability of the finding stated (for a normal statement: of normal).</p>")
-    return f'<div class="crrg-report"><h3>{html.escape(title)}</h3>{body}</div>'
+    return f'<div class="crrg-report"><h3>{html.escape(title)}</h3>{impression_html(result)}{body}</div>'
 
 
 def sentence_regions(result: Result, index: int | None) -> list[str]:

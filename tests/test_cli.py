@@ -54,6 +54,9 @@ def test_report_json_lines_and_bad_inputs(tmp_path: Path, weights: Path) -> None
         assert len(line["regions"]) == 29
         assert set(line["labels"]) == {"pneumonia", "nodule"}
         assert line["disclaimer"] == crrg.DISCLAIMER
+        findings = " ".join(s["text"] for s in line["sentences"])
+        assert isinstance(line["impression"], str) and bool(line["impression"]) == bool(findings)
+        assert line["report"] == (f"{findings}\nImpression: {line['impression']}" if findings else "")
         for region in line["regions"]:
             assert region["box"] is None or len(region["box"]) == 4
     assert (ok[1]["width"], ok[1]["height"]) == (200, 260)

@@ -73,7 +73,9 @@ def test_report_returns_text_and_the_cli_json(client, images: dict[str, Path]) -
     assert all(0.0 <= p <= 1.0 for p in result["labels"].values())
     assert set(result["label_regions"]) == set(result["labels"])
     assert (result["image"], result["width"], result["height"]) == ("chest.png", 560, 640)
-    assert " ".join(s["text"] for s in result["sentences"]) == report  # each sentence with its evidence
+    findings = " ".join(s["text"] for s in result["sentences"])  # each sentence with its evidence
+    assert isinstance(result["impression"], str) and bool(result["impression"]) == bool(findings)
+    assert report == (f"{findings}\nImpression: {result['impression']}" if findings else "")
     assert all(s["evidence"]["kind"] in ("region", "measurement", "image") for s in result["sentences"])
     assert "cardiothoracic_ratio" in result["measurements"] and "input_check" in result
     for region in result["regions"]:

@@ -436,8 +436,10 @@ def _typed(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio
                  Evidence("measurement", value=0.49, measurement="cardiothoracic_ratio")),
         Sentence("There is no radiographic evidence of pneumonia.", (), None, Evidence("image", probability=0.93)),
     )
-    return ReportResult(image=image, width=W, height=H, regions=regions,
-                        report=" ".join(s.text for s in sentences), labels={"pneumonia": 0.07, "nodule": 0.81},
+    impression = "Nodule in the right lower lung zone."
+    return ReportResult(image=image, width=W, height=H, regions=regions, impression=impression,
+                        report=" ".join(s.text for s in sentences) + "\nImpression: " + impression,
+                        labels={"pneumonia": 0.07, "nodule": 0.81},
                         label_regions={"pneumonia": None, "nodule": "right lower lung zone"},
                         timings={"total": 0.5, "detect": 0.2}, sentences=sentences,
                         measurements={"cardiothoracic_ratio": ctr}, input_check=input_check)
@@ -494,6 +496,22 @@ def test_report_lists_each_sentence_with_its_evidence() -> None:
     assert "cardiac silhouette" in views.sentence_card(result, 1) and "left lung" in views.sentence_card(result, 1)
     assert views.sentence_regions(result, 1) == ["cardiac silhouette", "right lung", "left lung"]
     assert views.sentence_regions(result, 2) == [] and views.sentence_regions(result, 7) == []
+
+
+def test_the_impression_is_shown_above_the_sentences_and_carried_by_text_and_json() -> None:
+    from demo.events import render_main
+
+    result = _built()
+    page = views.report_html(result)
+    assert result["impression"] == "Nodule in the right lower lung zone."
+    assert page.count('class="crrg-impression"') == 1
+    assert page.index("crrg-impression") < page.index('class="crrg-sentence"')
+    assert "<b>Impression:</b> Nodule in the right lower lung zone.</p>" in page
+    shown = render_main(_c(), _analysis(_typed()), None, False)
+    assert shown["report_text"].endswith("\nImpression: Nodule in the right lower lung zone.")
+    assert shown["json_view"]["impression"] == result["impression"]
+    assert 'class="crrg-impression"' in shown["report_view"]
+    assert views.impression_html({k: v for k, v in result.items() if k != "impression"}) == ""  # an older result
 
 
 def test_an_older_result_without_sentences_is_rebuilt_from_the_regions() -> None:
@@ -660,12 +678,14 @@ def test_the_api_and_downloads_carry_sentences_measurements_and_input_check(serv
     for sentence in result["sentences"]:
         assert set(sentence) == {"text", "regions", "finding", "evidence"}
         assert sentence["evidence"]["kind"] in ("region", "measurement", "image")
-    assert " ".join(s["text"] for s in result["sentences"]) == result["report"]
+    findings = " ".join(s["text"] for s in result["sentences"])
+    assert result["report"] == (f"{findings}\nImpression: {result['impression']}" if findings else "")
     assert "cardiothoracic_ratio" in result["measurements"]
     analysis = service.analyse(str(xray), ["pneumonia"])
     json_path, _ = service.downloads(analysis)
     saved = json.loads(Path(json_path).read_text())
     assert saved["sentences"] == analysis.result["sentences"]
+    assert saved["impression"] == analysis.result["impression"] and saved["report"] == analysis.result["report"]
     assert saved["measurements"] == analysis.result["measurements"]
 
 

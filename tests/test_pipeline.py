@@ -52,7 +52,9 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
     assert result.labels == {}
     for _, sentence in result.region_sentences:
         assert sentence.strip()
-    assert result.report == " ".join(s.text for s in result.sentences)
+    findings = " ".join(s.text for s in result.sentences)
+    assert result.report == (f"{findings}\nImpression: {result.impression}" if result.sentences else "")
+    assert bool(result.impression) == bool(result.sentences)
     from crrg.locations import is_supported
     from crrg.report import normalize_sentence
 
@@ -66,6 +68,7 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
     assert set(result.measurements) == {"cardiothoracic_ratio"}
     line = json.loads(json.dumps(result.to_json()))
     assert [x["text"] for x in line["sentences"]] == [s.text for s in result.sentences]
+    assert line["impression"] == result.impression and line["report"] == result.report
     assert set(line["measurements"]) == {"cardiothoracic_ratio"}
 
 

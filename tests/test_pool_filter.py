@@ -27,6 +27,12 @@ REJECTED = [
     ("The heart size size and pulmonary vascularity appear within normal limits.", "malformed"),
     ("The XXXX XXXX are intact.", "malformed"),
     ("No focal consolidation in the.", "malformed"),
+    ("These appear to be located in the lingula.", "malformed"),
+    ("This may represent atelectasis.", "malformed"),
+    ("The largest is noted in the left lower lobe, posteriorly measuring approximately 7.0 cm.", "malformed"),
+    ("Apical lordotic frontal view.", "image count or examination"),
+    ("PA and lateral views.", "image count or examination"),
+    ("AP and lateral view of the chest.", "image count or examination"),
 ]
 KEPT = [
     "No pleural effusion or pneumothorax.",
@@ -40,6 +46,9 @@ KEPT = [
     "There is no evidence of a mass in the lung apices.",
     "Elevated right hemidiaphragm.",
     "Heart size is within normal limits.",
+    "There is no evidence of apical disease.",
+    "Lateral view reveals mild degenerative changes of the thoracic spine.",
+    "The largest nodule measures 7 mm.",
 ]
 
 

@@ -1,28 +1,59 @@
 """How the reports read (issue #17): repeats, non-chest sentences, contradictions, length, and an
 NLG style check against IU X-ray's normal reports.
 
-    python -m crrg report IMAGES... --force --out runs/reports.jsonl
-    python -m train.report_quality runs/reports.jsonl --prepared runs/prepared --out quality.json
+Input: the JSON lines of ``python -m crrg report ... --out FILE.jsonl`` (or ``--json`` printed to
+a file): one ``ReportResult.to_json()`` per image; error lines (no ``"report"``) are skipped, and
+lines written before reports had an impression (no ``"impression"``) count as having none.
 
-Per report (targets 0 for the first five):
+The "after" figures (the lead, once the retrained model is in ``assets/crrg-default``; the same
+196 test images as the "before" run, ``/work/runs/h17/test_images.txt``, paths relative to
+``$CRRG_DATA``)::
 
-- ``topics_twice``: topics (:data:`crrg.report.TOPICS`, per side for the lungs, pleura and hila)
-  stated by two or more normal or measurement sentences ("No pleural effusion." after "No focal
-  consolidation, pneumothorax or large pleural effusion.");
+    export CRRG_DATA=/work/shared/data HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+    sed "s#^#$CRRG_DATA/#" /work/runs/h17/test_images.txt > /tmp/h17_images.txt
+    python -m crrg report $(cat /tmp/h17_images.txt) --force --workers 0 \
+        --weights assets/crrg-default --out /work/runs/h17/after.jsonl
+    python -m train.report_quality /work/runs/h17/after.jsonl --prepared /work/runs/r2/prepared \
+        --out /work/runs/h17/after_quality.json
+    # the "before" figures, from the reports of the old code:
+    python -m train.report_quality /work/runs/h17/before.jsonl --prepared /work/runs/r2/prepared \
+        --out /work/runs/h17b/before_quality.json
+
+(``--force``: every image gets a report, as in the before run; ``--no-nlg`` skips the Java METEOR
+step.)
+
+Per report (targets 0 for the first five, on every image of every source; ``totals`` and
+``reports_with`` (reports with at least one) overall and per source):
+
+- ``topics_twice``: topics (:data:`crrg.report.TOPICS`: lungs, pleural effusion, pneumothorax,
+  heart, mediastinum, hila, bones, devices, upper abdomen, diaphragm) stated by two or more normal
+  or measurement sentences, on the same side for the lungs, pleura and hila ("No pleural
+  effusion." after "No focal consolidation, pneumothorax or large pleural effusion.");
 - ``non_chest``: sentences :func:`crrg.data.sentences.pool_rejection` calls "not about the chest"
   or "image count or examination"; ``malformed``: those it calls "malformed";
-- ``contradictions``: normal statements on the topic of a finding of the same report ("The lungs
-  are clear." next to an opacity; :func:`crrg.grounding.finding_keys`);
+- ``contradictions``: normal statements on the topic (and side) of a finding of the same report
+  ("The lungs are clear." next to an opacity; :func:`crrg.grounding.finding_keys`);
 - ``long_sentences``: sentences over :data:`LONG_WORDS` words;
-- and ``distinct_sentences`` (over all reports), ``mean_sentences`` and ``mean_words`` per report.
+- and ``distinct_sentences`` (over all reports; ``distinct_without_numbers`` with every number as
+  "#", so the cardiothoracic ratios do not count), ``mean_sentences`` and ``mean_words`` per report
+  (the findings sentences, ``sentences`` of the JSON), ``mean_impression_words``,
+  ``no_acute_impressions`` (reports whose impression is "No acute cardiopulmonary abnormality.").
 
 NLG, a style check and not a measure of accuracy: for the images whose report states no finding
-(no sentence with a ``finding``), the report text (the "Impression:" label removed) is scored with
-pycocoevalcap (:func:`crrg.metrics.nlg.compute_nlg`: BLEU-1..4, METEOR, ROUGE-L) against every
-normal report of the IU X-ray test split as references (a normal report: no abnormal sentence).
-These images are not IU images and have no report of their own, so this says how close the
-wording is to what radiologists write on normal films, not whether the report is right. The
-baseline is the most common normal report of the IU train split, given for every such image.
+(no sentence with a ``finding``: the model calls them normal), the findings text (the sentences
+joined; not the impression, since the references are findings sections) is scored with
+pycocoevalcap (:func:`crrg.metrics.nlg.compute_nlg`: corpus BLEU-1..4, METEOR, ROUGE-L) against
+every normal report of the IU X-ray test split as references (the findings of an IU report with no
+abnormal sentence, ``sentences.jsonl`` of ``train.prepare``). These images are not IU images and
+have no report of their own, so this says how close the wording is to what radiologists write on
+normal films, not whether the report is right. The baseline is the most common normal findings
+text of the IU train split, given for every such image. Two protocols:
+
+- ``multi_reference``: the issue's; each text against all references at once (pycocoevalcap
+  takes the best-matching one). IU reports are templated: the baseline text is itself one of the
+  test references (``baseline_in_references`` times), so it scores 1.0 there by construction;
+- ``pairwise``: each text against each reference as its own pair, corpus-level: how close the
+  wording is to a typical normal report, where the baseline is no longer a copy of its reference.
 """
 
 from __future__ import annotations
@@ -30,13 +61,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from crrg.data.sentences import pool_rejection
-from crrg.grounding import finding_keys
+from crrg.grounding import NO_ACUTE, finding_keys
 from crrg.report import topic_keys
 from crrg.types import Evidence, Sentence
 
@@ -48,9 +80,13 @@ COUNTS = ("topics_twice", "non_chest", "malformed", "contradictions", "long_sent
 
 
 def _sentence(data: dict[str, Any]) -> Sentence:
+    """A ``sentences`` item of a JSON line as a :class:`~crrg.types.Sentence` (a measurement
+    written before evidence named its measurement was the cardiothoracic ratio)."""
     ev = data.get("evidence") or {}
+    kind = ev.get("kind", "region")
+    measurement = ev.get("measurement") or ("cardiothoracic_ratio" if kind == "measurement" else None)
     return Sentence(data["text"], tuple(data.get("regions") or ()), data.get("finding"),
-                    Evidence(ev.get("kind", "region"), ev.get("probability"), ev.get("value")))
+                    Evidence(kind, ev.get("probability"), ev.get("value"), measurement))
 
 
 def report_counts(sentences: Sequence[Sentence]) -> dict[str, int]:
@@ -75,9 +111,9 @@ def report_counts(sentences: Sequence[Sentence]) -> dict[str, int]:
             "long_sentences": sum(len(s.text.split()) > LONG_WORDS for s in sentences)}
 
 
-def report_text(record: dict[str, Any]) -> str:
-    """The report as prose: the "Impression:" label removed, one line."""
-    return " ".join(record.get("report", "").replace("Impression:", " ").split())
+def findings_text(record: dict[str, Any]) -> str:
+    """The findings of a report line as prose: its sentences joined (no impression)."""
+    return " ".join(s["text"] for s in record.get("sentences") or [])
 
 
 def quality(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -86,7 +122,7 @@ def quality(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     totals = dict.fromkeys(COUNTS, 0)
     with_any = dict.fromkeys(COUNTS, 0)
     texts: set[str] = set()
-    n_sentences = n_words = 0
+    n_sentences = n_words = n_impression = no_acute = 0
     for record in records:
         sentences = [_sentence(s) for s in record.get("sentences") or []]
         for key, value in report_counts(sentences).items():
@@ -94,10 +130,17 @@ def quality(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
             with_any[key] += value > 0
         texts |= {s.text for s in sentences}
         n_sentences += len(sentences)
-        n_words += len(report_text(record).split())
+        n_words += sum(len(s.text.split()) for s in sentences)
+        impression = record.get("impression") or ""
+        n_impression += len(impression.split())
+        no_acute += impression == NO_ACUTE
     n = max(len(records), 1)
     return {"reports": len(records), "totals": totals, "reports_with": with_any,
-            "distinct_sentences": len(texts), "mean_sentences": n_sentences / n, "mean_words": n_words / n}
+            "distinct_sentences": len(texts),
+            "distinct_without_numbers": len({re.sub(r"\d+(?:\.\d+)?", "#", t) for t in texts}),
+            "mean_sentences": round(n_sentences / n, 3),
+            "mean_words": round(n_words / n, 3), "mean_impression_words": round(n_impression / n, 3),
+            "no_acute_impressions": no_acute}
 
 
 def iu_normal_reports(prepared: Path) -> dict[str, list[str]]:
@@ -117,22 +160,28 @@ def iu_normal_reports(prepared: Path) -> dict[str, list[str]]:
 
 def nlg_style(records: Sequence[dict[str, Any]], prepared: Path) -> dict[str, Any]:
     """NLG of the reports stating no finding vs IU test normal reports; baseline: the most
-    common IU train normal report."""
+    common IU train normal report (see the module doc for both protocols)."""
     from crrg.metrics.nlg import compute_nlg
 
     normal = iu_normal_reports(prepared)
     references = normal.get("test", [])
-    baseline_text, baseline_count = Counter(normal.get("train", [])).most_common(1)[0]
-    hypotheses = [report_text(r) for r in records
+    if not normal.get("train"):
+        raise ValueError(f"no IU X-ray train reports in {prepared / 'sentences.jsonl'}: the baseline needs them")
+    baseline_text, baseline_count = Counter(normal["train"]).most_common(1)[0]
+    hypotheses = [findings_text(r) for r in records
                   if r.get("sentences") and not any(s.get("finding") for s in r["sentences"])]
     out: dict[str, Any] = {"images": len(hypotheses), "references": len(references),
-                           "baseline_text": baseline_text, "baseline_train_count": baseline_count}
+                           "baseline_text": baseline_text, "baseline_train_count": baseline_count,
+                           "baseline_in_references": references.count(baseline_text)}
     if not hypotheses or not references:
         return out
     metrics = ("bleu", "meteor", "rouge")
-    out["model"] = compute_nlg([references] * len(hypotheses), hypotheses, metrics=metrics)
-    out["baseline"] = compute_nlg([references] * len(hypotheses), [baseline_text] * len(hypotheses),
-                                  metrics=metrics)
+    for name, texts in (("model", hypotheses), ("baseline", [baseline_text])):
+        out[name] = {
+            "multi_reference": compute_nlg([references] * len(texts), texts, metrics=metrics),
+            "pairwise": compute_nlg([ref for _ in texts for ref in references],
+                                    [text for text in texts for _ in references], metrics=metrics),
+        }
     return out
 
 

@@ -337,16 +337,22 @@ NON_CHEST = (
 # 3 images.", "PA and lateral views of the chest were obtained."): the model sees one frontal film.
 IMAGE_COUNT = (
     r"\b(?:\d+|one|two|three|four|five|six|total of \d+) (?:images?|radiographs?)\b"
+    r"|^(?:(?:pa|ap|frontal|lateral|portable|apical|lordotic|upright|erect|supine|and|single) )+views?"
+    r"(?: of the chest)?\W*$"
     r"|\bviews? (?:\w+ ){0,4}(?:was|were) (?:obtained|submitted|performed|acquired|provided)\b"
     r"|\bimages? (?:\w+ ){0,2}(?:available|submitted|obtained)\b"
 )
 # A radiology-vocabulary check for malformed sentences: a de-identification mask ("xxxx": a word
 # is missing), a word typed twice ("is is"), a finding noun run straight into an anatomy noun with
-# no preposition ("no evidence for mass lung apices"), or a sentence ending on a function word.
+# no preposition ("no evidence for mass lung apices"), a sentence ending on a function word, or
+# one opening on a word that points at a sentence before it ("These appear to be located in
+# the lingula.", "This may represent atelectasis."): alone, in a report of other sentences, it
+# says nothing or the wrong thing.
 FINDING_NOUNS = (r"(?:mass(?:es)?|nodules?|opacit(?:y|ies)|effusions?|consolidations?|infiltrates?"
                  r"|pneumothora(?:x|ces)|atelectasis|edema|lesions?|granulomas?)")
 ANATOMY_NOUNS = r"(?:lungs?|ap(?:ex|ices)|bases?|zones?|lobes?|hil(?:a|um)|fields?)"
 MALFORMED = (
     r"\bxxxx\b|\b([a-z]+) \1\b|\b" + FINDING_NOUNS + r" " + ANATOMY_NOUNS + r"\b"
     r"|\b(?:the|a|an|of|for|in|with|and|or|to|at|on|by|no|is|are)\W*$"
+    r"|^(?:this|these|those|it|its|they|the (?:largest|smallest|former|latter) (?:is|are|was|were|measur\w*|one|of))\b"
 )
