@@ -155,6 +155,25 @@ class ReportResult:
         raise KeyError(f"no region {name!r}")
 
     @property
+    def findings(self) -> dict[str, float]:
+        """The calibrated probability of every finding the model knows, plain lower-case names:
+        a region-level finding's maximum over the detected regions, an image-level finding's own
+        probability (the larger where a name is both, e.g. "nodule"). Sorted by name."""
+        out: dict[str, float] = {}
+        for region in self.regions:
+            for name, p in region.findings.items():
+                out[name] = max(out.get(name, 0.0), float(p))
+        for name, p in self.image_findings.items():
+            out[name] = max(out.get(name, 0.0), float(p))
+        return dict(sorted(out.items()))
+
+    @property
+    def findings_text(self) -> str:
+        """The findings sentences joined (``report`` without its impression line): what the
+        evaluation scores against reference findings sections and labels."""
+        return " ".join(s.text for s in self.sentences)
+
+    @property
     def region_sentences(self) -> list[tuple[str, str]]:
         """(region, generated sentence) of the regions the decoder wrote for, anatomical order."""
         return [(r.name, r.sentence) for r in self.regions if r.sentence]
@@ -172,6 +191,7 @@ class ReportResult:
             "measurements": {k: None if v is None else round(v, 4) for k, v in self.measurements.items()},
             "input_check": None if self.input_check is None else self.input_check.to_json(),
             "image_findings": {k: round(v, 4) for k, v in self.image_findings.items()},
+            "findings": {k: round(v, 4) for k, v in self.findings.items()},
             "labels": {k: round(v, 4) for k, v in self.labels.items()},
             "label_regions": self.label_regions,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},

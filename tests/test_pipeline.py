@@ -70,6 +70,22 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
     assert [x["text"] for x in line["sentences"]] == [s.text for s in result.sentences]
     assert line["impression"] == result.impression and line["report"] == result.report
     assert set(line["measurements"]) == {"cardiothoracic_ratio"}
+    assert result.findings_text == findings
+
+
+def test_findings_field_holds_every_finding_with_region_maxima() -> None:
+    from crrg.types import RegionResult, ReportResult
+
+    def region(name: str, **findings: float) -> RegionResult:
+        return RegionResult(name, (0, 0, 1, 1), 0.9, 0.5, 0.1, False, False, findings=findings)
+
+    result = ReportResult(
+        image="x", width=1, height=1, report="", labels={}, label_regions={},
+        regions=(region("right upper lung zone", opacity=0.2, nodule=0.1),
+                 region("left upper lung zone", opacity=0.7, nodule=0.05)),
+        image_findings={"pneumonia": 0.6, "pleural effusion": 0.3, "nodule": 0.4})
+    assert result.findings == {"nodule": 0.4, "opacity": 0.7, "pleural effusion": 0.3, "pneumonia": 0.6}
+    assert json.loads(json.dumps(result.to_json()))["findings"] == result.findings
 
 
 def test_undetected_regions_are_never_described(image: Path) -> None:

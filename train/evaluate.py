@@ -202,7 +202,7 @@ def generate_reports(pipe: Pipeline, outputs: dict[str, Outputs], keys: Iterable
     for start in tqdm(range(0, len(keys), batch_size), desc="reports", unit="batch"):
         part = keys[start:start + batch_size]
         for key, result in zip(part, pipe.batch([prepared.path(k) for k in part], prompts=[])):
-            outputs[key].report = result.report
+            outputs[key].report = result.findings_text  # scored without the impression line
             outputs[key].sentences = dict(result.region_sentences)
             results[key] = result
     return results

@@ -185,7 +185,7 @@ def pipeline_callables(pipe: Any) -> tuple[ImagesToReports, ImagesToEmbeddings]:
     images (:meth:`Pipeline.prepare` -> ``model.clip.encode_image``)."""
 
     def generate(paths: Sequence[Path]) -> list[str]:
-        return [r.report for r in pipe.batch([str(p) for p in paths], prompts=[])]
+        return [r.findings_text for r in pipe.batch([str(p) for p in paths], prompts=[])]
 
     @torch.inference_mode()
     def embed(paths: Sequence[Path]) -> torch.Tensor:
