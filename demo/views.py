@@ -101,6 +101,24 @@ def impression_html(result: Result) -> str:
     return f'<p class="crrg-impression"><b>Impression:</b> {html.escape(text)}</p>'
 
 
+def findings_html(result: Result) -> str:
+    """Every finding the model knows with its calibrated probability (``ReportResult.findings``:
+    a region-level finding's maximum over its regions), and whether the report states it; empty
+    for a result without the field."""
+    found = result.get("findings") or {}
+    if not found:
+        return ""
+    stated = {s.get("finding") for s in evidence_sentences(result) if s.get("finding")}
+    rows = "".join(
+        f'<tr><td>{html.escape(name)}</td><td>{percent(p)}</td><td>{"stated" if name in stated else ""}</td></tr>'
+        for name, p in sorted(found.items(), key=lambda kv: -kv[1]))
+    return ('<details class="crrg-findings"><summary>All findings the model checks</summary>'
+            '<table><thead><tr><th>finding</th><th>probability</th><th>in the report</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+            '<p class="crrg-hint">Calibrated probabilities; a finding is stated only above its threshold '
+            "chosen on validation images. Research demo, not a diagnosis.</p></details>")
+
+
 def report_html(result: Result, title: str = "Report", picked: int | None = None) -> str:
     """The report: its impression (:func:`impression_html`), then one row per findings sentence:
     the coloured chip(s) of the regions it rests on (or "whole image"), the sentence and a line
@@ -127,7 +145,8 @@ def report_html(result: Result, title: str = "Report", picked: int | None = None
         body = ('<div class="crrg-sentences">' + "".join(rows) + "</div>"
                 '<p class="crrg-hint">Click a sentence to see its evidence on the image. Percentages: '
                 "the model's probability of the finding stated (for a normal statement: of normal).</p>")
-    return f'<div class="crrg-report"><h3>{html.escape(title)}</h3>{impression_html(result)}{body}</div>'
+    return (f'<div class="crrg-report"><h3>{html.escape(title)}</h3>{impression_html(result)}{body}'
+            f"{findings_html(result)}</div>")
 
 
 def sentence_regions(result: Result, index: int | None) -> list[str]:

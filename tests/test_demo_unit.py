@@ -426,7 +426,8 @@ def _typed(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio
     regions = tuple(RegionResult(n, CTR_BOXES.get(n), 0.9 if n in CTR_BOXES else 0.0,
                                  0.6 if n in CTR_BOXES else None, 0.2 if n in CTR_BOXES else None,
                                  n == "right lower lung zone", n == "right lower lung zone",
-                                 "There is a nodule." if n == "right lower lung zone" else None)
+                                 "There is a nodule." if n == "right lower lung zone" else None,
+                                 findings={"nodule": 0.87, "opacity": 0.1} if n == "right lower lung zone" else {})
                     for n in REGIONS)
     sentences = (
         Sentence("There is a nodule in the right lower lung zone.", ("right lower lung zone",), "nodule",
@@ -442,7 +443,8 @@ def _typed(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio
                         labels={"pneumonia": 0.07, "nodule": 0.81},
                         label_regions={"pneumonia": None, "nodule": "right lower lung zone"},
                         timings={"total": 0.5, "detect": 0.2}, sentences=sentences,
-                        measurements={"cardiothoracic_ratio": ctr}, input_check=input_check)
+                        measurements={"cardiothoracic_ratio": ctr}, input_check=input_check,
+                        image_findings={"pneumonia": 0.07, "pleural effusion": 0.2})
 
 
 def _rejected_typed(reason: str = NOT_A_CXR, **kwargs):
@@ -512,6 +514,19 @@ def test_the_impression_is_shown_above_the_sentences_and_carried_by_text_and_jso
     assert shown["json_view"]["impression"] == result["impression"]
     assert 'class="crrg-impression"' in shown["report_view"]
     assert views.impression_html({k: v for k, v in result.items() if k != "impression"}) == ""  # an older result
+
+
+def test_every_finding_the_model_checks_is_listed_with_whether_the_report_states_it() -> None:
+    result = _built()
+    assert "findings" in result and result["findings"]  # the JSON of a typed ReportResult
+    page = views.report_html(result)
+    table = views.findings_html(result)
+    assert table and table in page and page.index("crrg-impression") < page.index("crrg-findings")
+    for name, p in result["findings"].items():
+        assert f"<td>{name}</td><td>{views.percent(p)}</td>" in table
+    stated = {s["finding"] for s in result["sentences"] if s.get("finding")}
+    assert table.count("<td>stated</td>") == len(stated & set(result["findings"]))
+    assert views.findings_html({k: v for k, v in result.items() if k != "findings"}) == ""  # an older result
 
 
 def test_an_older_result_without_sentences_is_rebuilt_from_the_regions() -> None:
