@@ -287,7 +287,24 @@ def _input_check(m: Mapping[str, Any]) -> list[FigureGroup]:
     return [FigureGroup(("image-classification", "Input check: frontal chest radiograph or not"), OPEN_TEST,
                         "input-check",
                         (Figure("recall", "Non-radiograph inputs flagged", _need(m, "input_check", "test", "negatives_flagged")),
-                         Figure("false_positive_rate", "Real radiographs flagged", _need(m, "input_check", "test", "radiographs_flagged"))))]
+                         Figure("false_positive_rate", "Real radiographs flagged", _need(m, "input_check", "test", "radiographs_flagged"))))
+            ] + _input_check_goal(m)
+
+
+def _input_check_goal(m: Mapping[str, Any]) -> list[FigureGroup]:
+    """The #18 figures (``input_check.goal``, when the check's metrics have them): real test
+    radiographs refused and warned, inverted and rotated test films refused, and the least-refused
+    negative kind when that kind is left out of training."""
+    if "goal" not in m["input_check"]:
+        return []
+    figures = (("false_positive_rate", "Real radiographs refused", "test_real_radiographs_refused"),
+               ("warned_rate", "Real radiographs warned (reported with a note)", "test_real_radiographs_warned"),
+               ("recall", "Inverted films refused", "test_inverted_refused"),
+               ("recall", "Rotated films refused", "test_rotated_refused"),
+               ("recall", "Least-refused kind when left out of training", "held_out_kind_refused_min"))
+    return [FigureGroup(("image-classification", "Input check: refuse, warn or accept"), OPEN_TEST,
+                        "input-check-states",
+                        tuple(Figure(t, name, _need(m, "input_check", "goal", key)) for t, name, key in figures))]
 
 
 def eval_results(metrics: Mapping[str, Any]) -> list[EvalResult]:

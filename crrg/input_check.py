@@ -17,6 +17,15 @@ Three states: refused (``ok`` False, ``reason``), accepted with a warning (``ok`
 and accepted. A refusal costs the user a re-run with ``--force`` on a real film, so only a
 confident verdict refuses; an unsure one is reported with a note (:data:`WARNINGS`).
 
+Layout rule (``layout``): orientation statistics (:func:`orientation_stats`: where the spine band,
+the mirror symmetry, the rib gradients, the padding lie) follow the robust ones, and the features
+end with the same layout statistics of the image's inverted copy and of its copies turned 90, 180
+and 270 degrees (:func:`transformed_layouts`, a few ms on the 96 px copy: no extra network pass). A
+Gaussian of the training radiographs' layout statistics, fitted on radiographs only, then asks
+whether a copy is more typical of radiographs than the image (:meth:`InputChecker.layout_margins`):
+beyond a margin chosen on validation radiographs it refuses (inverted / rotated), a smaller one
+warns. It needs no inverted or rotated training images, so it holds when those kinds are left out.
+
 Robust intensity statistics (:func:`robust_stats`, medians and quantiles of a 96 px average-pooled
 copy) follow the 8 plain ones: a few bright ECG electrodes, wires or tubes move means and the
 share of white pixels, not medians, so they must not make a film look inverted. A checker uses the
@@ -60,7 +69,15 @@ WARNINGS: dict[str, str] = {
 }
 N_STATS = 8
 N_ROBUST = 9
+N_ORIENT = 13
+N_LAYOUT = N_ROBUST + N_ORIENT  # the layout statistics of one image (robust + orientation)
 POOL = 96  # robust statistics are taken on an average-pooled POOL x POOL copy
+#: offsets in the feature vector: robust statistics, then orientation ones, then the layout
+#: statistics of the inverted copy and of the copies turned 90, 180 and 270 degrees
+ROBUST_AT = 256 + 29 + N_STATS
+LAYOUT_AT = ROBUST_AT  # layout statistics of the image itself: robust + orientation
+TRANSFORMS_AT = ROBUST_AT + N_LAYOUT
+TRANSFORMS = ("inverted", "rot90", "rot180", "rot270")
 
 
 def image_stats(images: Tensor) -> Tensor:
@@ -111,16 +128,86 @@ def robust_stats(x: Tensor) -> Tensor:
         med(lung_cols[:, q: p // 2]) - med(lung_cols[:, p // 2: p - q])], dim=1)], dim=1)
 
 
+def _median(part: Tensor) -> Tensor:
+    return part.reshape(part.shape[0], -1).median(dim=1).values
+
+
+def _band(x: Tensor) -> Tensor:
+    """Median of the centre column band minus that of both lung bands (mid rows)."""
+    p = x.shape[-1]
+    e, q = p // 8, p // 4
+    rows = x[:, q:-q]
+    return _median(rows[:, :, 3 * e:5 * e]) - _median(torch.cat([rows[:, :, e:3 * e], rows[:, :, 5 * e:7 * e]], dim=2))
+
+
+def orientation_stats(x: Tensor) -> Tensor:
+    """[B, P, P] :func:`pooled` pixels -> [B, 13] statistics that change when a film is turned or
+    inverted: the centre-band contrast along rows (the spine lies along the columns of an upright
+    film); top-bottom and left-right mirror disagreement; |left - right| half medians; log ratio of
+    vertical to horizontal gradient energy (ribs); spread of the column and the row profile; spine
+    peak of the column and of the row profile over the lung bands; lungs minus the bottom and the
+    top quarter; blank columns minus blank rows (padding: the film's aspect); skew of the centre."""
+    b, p = x.shape[0], x.shape[-1]
+    e, q = p // 8, p // 4
+    lr = (x - x.flip(-1)).abs().mean(dim=(1, 2))
+    tb = (x - x.flip(-2)).abs().mean(dim=(1, 2))
+    halves = (_median(x[:, :, : p // 2]) - _median(x[:, :, p // 2:])).abs()
+    gy = (x[:, 1:] - x[:, :-1]).abs().mean(dim=(1, 2))
+    gx = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2))
+    colp, rowp = x[:, q:-q].median(dim=1).values, x[:, :, q:-q].median(dim=2).values  # [B, P]
+
+    def spine(profile: Tensor) -> Tensor:
+        sides = torch.cat([profile[:, e:3 * e], profile[:, 5 * e:7 * e]], dim=1)
+        return profile[:, 3 * e:5 * e].amax(dim=1) - sides.amin(dim=1)
+
+    lungs = torch.cat([x[:, :, e:3 * e], x[:, :, 5 * e:7 * e]], dim=2)
+    blank_rows, blank_cols = (x.amax(dim=2) < 0.02).float().mean(1), (x.amax(dim=1) < 0.02).float().mean(1)
+    c = x[:, q:-q, q:-q].reshape(b, -1)
+    skew = (((c - c.mean(1, keepdim=True)) / (c.std(1, keepdim=True) + 1e-4)) ** 3).mean(1)
+    return torch.stack([
+        _band(x.transpose(1, 2)), tb, lr, halves, torch.log((gy + 1e-4) / (gx + 1e-4)),
+        colp[:, e:-e].std(dim=1), rowp[:, e:-e].std(dim=1), spine(colp), spine(rowp),
+        _median(lungs[:, q: p // 2]) - _median(x[:, -q:]), _median(lungs[:, p // 2: p - q]) - _median(x[:, :q]),
+        blank_cols - blank_rows, skew], dim=1)
+
+
+def layout_stats(x: Tensor) -> Tensor:
+    """[B, P, P] pooled pixels -> [B, N_LAYOUT]: robust and orientation statistics."""
+    return torch.cat([robust_stats(x), orientation_stats(x)], dim=1)
+
+
+def inverted_pixels(x: Tensor) -> Tensor:
+    """The pooled pixels with the grey scale flipped, black padding kept black (as a film inverted
+    before it was padded)."""
+    blank = (x.amax(dim=2, keepdim=True) < 0.02) | (x.amax(dim=1, keepdim=True) < 0.02)
+    return torch.where(blank, x, 1 - x)
+
+
+def transformed_layouts(x: Tensor) -> Tensor:
+    """[B, P, P] pooled pixels -> [B, 4 * N_LAYOUT]: :func:`layout_stats` of the inverted copy and
+    of the copies turned 90, 180, 270 degrees (:data:`TRANSFORMS`)."""
+    copies = [inverted_pixels(x)] + [x.rot90(k, (1, 2)) for k in (1, 2, 3)]
+    return torch.cat([layout_stats(c) for c in copies], dim=1)
+
+
+def pixel_features(small: Tensor) -> Tensor:
+    """[B, P, P] pooled pixels in [0, 1] -> the pixel part of :func:`input_features` after the plain
+    statistics: robust, orientation, and the transformed copies' layout statistics. Pixels are
+    rounded to 1/255 first, as the training cache stores them."""
+    x = (small.float() * 255).round() / 255
+    return torch.cat([layout_stats(x), transformed_layouts(x)], dim=1)
+
+
 def input_features(embedding: Tensor, region_scores: Tensor, images: Tensor) -> Tensor:
     """[B, E] CLIP image embedding, [B, 29] detector region scores, [B, 1, S, S] preprocessed
-    images -> [B, E + 29 + 8 + 9]."""
+    images -> [B, E + 29 + 8 + 9 + 13 + 4 * 22] (:func:`pixel_features`)."""
     return torch.cat([F.normalize(embedding.float(), dim=-1), region_scores.float(),
-                      image_stats(images.float()), robust_stats(pooled(images))], dim=1)
+                      image_stats(images.float()), pixel_features(pooled(images))], dim=1)
 
 
 @dataclass
 class InputCheckConfig:
-    feature_dim: int = 256 + 29 + N_STATS + N_ROBUST  # the leading features it reads
+    feature_dim: int = TRANSFORMS_AT  # the leading features it reads (embedding .. orientation statistics)
     hidden_dim: int = 64  # 0 = a linear classifier
     threshold: float = 0.5  # P(radiograph) at or above which an input is accepted
     classes: tuple[str, ...] = INPUT_CLASSES
@@ -132,6 +219,14 @@ class InputCheckConfig:
     warn_threshold: float | None = None
     #: accepted inputs farther than this (and not beyond ood_threshold) get a warning
     ood_warn_threshold: float | None = None
+    #: a Gaussian of the training radiographs' layout statistics (robust + orientation): an image
+    #: whose inverted (or turned) copy is more typical of them than the image itself, by more
+    #: than these margins, is refused / warned as inverted (rotated). Fitted on radiographs only.
+    layout: bool = False
+    layout_inverted_threshold: float | None = None
+    layout_rotated_threshold: float | None = None
+    layout_inverted_warn: float | None = None
+    layout_rotated_warn: float | None = None
 
 
 class InputChecker(nn.Module):
@@ -150,6 +245,10 @@ class InputChecker(nn.Module):
         # Gaussian model of the training radiographs' embeddings (train.train_input_check)
         self.register_buffer("ood_mean", torch.zeros(config.embed_dim))
         self.register_buffer("ood_precision", torch.eye(config.embed_dim))
+        if config.layout:  # Gaussian of the training radiographs' layout statistics (standardised)
+            self.register_buffer("layout_mean", torch.zeros(N_LAYOUT))
+            self.register_buffer("layout_scale", torch.ones(N_LAYOUT))
+            self.register_buffer("layout_precision", torch.eye(N_LAYOUT))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.mlp(self.norm(features[:, : self.config.feature_dim]))
@@ -159,6 +258,19 @@ class InputChecker(nn.Module):
         d = features[:, : self.config.embed_dim] - self.ood_mean
         return torch.einsum("be,ef,bf->b", d, self.ood_precision, d).clamp(min=0).sqrt()
 
+    def layout_distance(self, layout: Tensor) -> Tensor:
+        """[B, N_LAYOUT] layout statistics -> [B] Mahalanobis distance to the training radiographs'."""
+        d = (layout - self.layout_mean) / self.layout_scale
+        return torch.einsum("be,ef,bf->b", d, self.layout_precision, d).clamp(min=0).sqrt()
+
+    def layout_margins(self, features: Tensor) -> Tensor:
+        """[B, 2]: how much more typical of radiographs the inverted copy is than the image, and
+        the best of the turned copies (distance of the image minus that of the copy)."""
+        own = self.layout_distance(features[:, LAYOUT_AT:LAYOUT_AT + N_LAYOUT])
+        copies = [self.layout_distance(features[:, TRANSFORMS_AT + i * N_LAYOUT: TRANSFORMS_AT + (i + 1) * N_LAYOUT])
+                  for i in range(len(TRANSFORMS))]
+        return torch.stack([own - copies[0], own - torch.stack(copies[1:]).amin(dim=0)], dim=1)
+
     @torch.no_grad()
     def check(self, features: Tensor) -> list[InputCheck]:
         cfg = self.config
@@ -167,6 +279,13 @@ class InputChecker(nn.Module):
         if cfg.ood_threshold is not None or cfg.ood_warn_threshold is not None:
             d = self.distance(features).tolist()
             out = [far_verdict(c, dist, cfg.ood_threshold, cfg.ood_warn_threshold) for c, dist in zip(out, d)]
+        if cfg.layout and features.shape[1] >= TRANSFORMS_AT + len(TRANSFORMS) * N_LAYOUT:
+            rules = ((0, "inverted", cfg.layout_inverted_threshold, cfg.layout_inverted_warn),
+                     (1, "rotated", cfg.layout_rotated_threshold, cfg.layout_rotated_warn))
+            for i, margins in enumerate(self.layout_margins(features).tolist()):
+                # the rule the image exceeds most goes first: its reason is the one given
+                for j, reason, refuse, warn in sorted(rules, key=lambda r: (r[2] or 0.0) - margins[r[0]]):
+                    out[i] = layout_verdict(out[i], margins[j], reason, refuse, warn)
         return out
 
 
@@ -192,6 +311,19 @@ def far_verdict(check: InputCheck, distance: float, refuse: float | None, warn: 
         return InputCheck(False, check.score, REASONS["unlike_training"])
     if warn is not None and distance > warn and check.warning is None:
         return InputCheck(True, check.score, warning=WARNINGS["unlike_training"])
+    return check
+
+
+def layout_verdict(check: InputCheck, margin: float, reason: str, refuse: float | None,
+                   warn: float | None) -> InputCheck:
+    """``check`` once the layout margin of ``reason`` is known: an accepted input beyond
+    ``refuse`` is refused for ``reason``, beyond ``warn`` it is warned (an earlier warning stays)."""
+    if not check.ok:
+        return check
+    if refuse is not None and margin > refuse:
+        return InputCheck(False, check.score, REASONS[reason])
+    if warn is not None and margin > warn and check.warning is None:
+        return InputCheck(True, check.score, warning=WARNINGS[reason])
     return check
 
 

@@ -24,7 +24,10 @@ from crrg.input_check import (
     far_verdict,
     image_stats,
     input_features,
+    inverted_pixels,
     load_checker,
+    orientation_stats,
+    pixel_features,
     pooled,
     reason_key,
     robust_stats,
@@ -44,9 +47,12 @@ TRAINED = ROOT / "runs" / "input_check"
 def test_features_and_checker_shapes_and_round_trip(tmp_path: Path) -> None:
     images = torch.randn(3, 1, 64, 64)
     x = input_features(torch.randn(3, 256), torch.rand(3, 29), images)
-    assert x.shape == (3, 256 + 29 + 8 + 9)
-    old = InputChecker(InputCheckConfig(feature_dim=256 + 29 + 8))  # a checker from before the robust stats
-    assert torch.allclose(old(x), old(x[:, :293])) and len(old.check(x)) == 3
+    assert x.shape == (3, 256 + 29 + 8 + 9 + 13 + 4 * (9 + 13))
+    for dim in (293, 302):  # checkers from before the robust / orientation statistics still read theirs
+        old = InputChecker(InputCheckConfig(feature_dim=dim))
+        assert torch.allclose(old(x), old(x[:, :dim])) and len(old.check(x)) == 3
+        assert set(old.state_dict()) == {"norm.weight", "norm.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight",
+                                         "mlp.2.bias", "ood_mean", "ood_precision"}  # the old file format
     checker = InputChecker(InputCheckConfig(feature_dim=x.shape[1]))
     logits = checker(x)
     assert logits.shape == (3, len(INPUT_CLASSES))
@@ -116,6 +122,37 @@ def test_robust_stats_keep_their_sign_with_electrodes_and_flip_when_inverted() -
     assert (d[:5] - s[:5]).abs().max() < 0.05  # the electrodes barely move the quantiles
     # ... whereas the plain share of near-white pixels jumps
     assert image_stats(dotted)[0, 7] > image_stats(chest)[0, 7] + 0.01
+
+
+def test_orientation_stats_see_turns_and_the_layout_rule_refuses_them(tmp_path: Path) -> None:
+    from train.train_input_check import CalibrationRule, fit_layout
+
+    g = torch.Generator().manual_seed(3)
+    chests = torch.cat([_chest(128, seed) for seed in range(100)])
+    # other hospitals' films: contrast and brightness
+    gain, offset = 0.8 + 0.4 * torch.rand(2, 100, 1, 1, 1, generator=g)
+    chests = chests * gain + (offset - 1.0) * 1.5  # contrast x0.8..1.2, brightness -0.3..0.3
+    small = pooled(chests)
+    assert orientation_stats(small).shape == (100, 13)
+    x = torch.cat([torch.zeros(100, 256 + 29 + 8), pixel_features(small)], dim=1)
+    turned = torch.cat([torch.zeros(2, 256 + 29 + 8), pixel_features(small[:2].rot90(1, (1, 2)))], dim=1)
+    upside = torch.cat([torch.zeros(2, 256 + 29 + 8), pixel_features(small[:2].flip(1))], dim=1)
+    inverted = torch.cat([torch.zeros(2, 256 + 29 + 8), pixel_features(inverted_pixels(small[:2]))], dim=1)
+    o = orientation_stats(small[:1])[0]
+    t = orientation_stats(small[:1].rot90(1, (1, 2)))[0]
+    assert o[0] < t[0] and o[8] < o[7] and t[7] < t[8]  # the spine's band and peak move from columns to rows
+    checker = InputChecker(InputCheckConfig(hidden_dim=0, threshold=0.0, layout=True))  # the classifier accepts all
+    fit_layout(checker, x[:80], x[80:], CalibrationRule())
+    cfg = checker.config
+    assert cfg.layout_inverted_warn <= cfg.layout_inverted_threshold
+    assert all(c.ok for c in checker.check(x))
+    assert [reason_key(c) for c in checker.check(inverted)] == ["inverted"] * 2
+    assert [reason_key(c) for c in checker.check(torch.cat([turned, upside]))] == ["rotated"] * 4
+    assert all(not c.ok for c in checker.check(torch.cat([inverted, turned, upside])))
+    save_checker(checker, tmp_path / "ic")  # the layout model travels with the checker
+    loaded = load_checker(tmp_path / "ic")
+    assert loaded.config == cfg and torch.allclose(loaded.layout_margins(x), checker.layout_margins(x))
+    assert all(c.ok for c in checker.check(torch.cat([inverted, turned])[:, :315]))  # no copies: no layout rule
 
 
 def test_verdict_reasons() -> None:
@@ -281,7 +318,7 @@ def test_trained_checker_passes_real_radiographs_and_flags_their_inversions(data
 def test_training_samples_thresholds_and_rates() -> None:
     import numpy as np
 
-    from train.train_input_check import SOURCES, TEST_SIDES, choose_threshold, rates, samples
+    from train.train_input_check import SOURCES, TEST_SIDES, CalibrationRule, rates, refusal_threshold, samples
 
     pools = {(split, s): [f"{s}/{split}/{i}.jpg" for i in range(20)] for split in ("train", "val", "test")
              for s in SOURCES}
@@ -303,9 +340,10 @@ def test_training_samples_thresholds_and_rates() -> None:
     plain_test = [s for s in items if s["split"] == "test" and s["kind"] == "radiograph" and not s.get("variant")]
     assert {s["side"] for s in plain_test} == set(TEST_SIDES)
     assert {s["kind"] for s in items} >= set(KINDS) | {"radiograph"}
-    assert choose_threshold(np.array([0.9] * 99 + [0.2])) == 0.5
-    assert choose_threshold(np.array([0.3] * 50 + [0.9] * 50)) == pytest.approx(0.3)
-    assert choose_threshold(np.array([0.0] * 10)) == 0.1  # never switched off by odd images
+    rule = CalibrationRule()
+    assert refusal_threshold(np.array([0.0] * 99 + [0.12]), rule) == pytest.approx(0.24)  # 2 x the top negative
+    assert refusal_threshold(np.array([0.0] * 99 + [0.4]), rule) == 0.5  # never above the warning threshold
+    assert refusal_threshold(np.array([0.0] * 10), rule) == 0.05  # never below the floor
     report = rates(np.array([True, False, False]), [
         {"kind": "radiograph", "source": "jsrt_scr", "side": 224}, {"kind": "noise"},
         {"kind": "radiograph", "source": "jsrt_scr", "side": 224, "variant": True}])

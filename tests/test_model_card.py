@@ -188,6 +188,12 @@ def test_shipped_card_eval_results_equal_its_metrics_json() -> None:
         metrics["measurements"]["cardiothoracic_ratio"]["mae"], card.DIGITS)
     assert by_name[("input-check", "Non-radiograph inputs flagged")] == round(
         metrics["input_check"]["test"]["negatives_flagged"], card.DIGITS)
+    goal = metrics["input_check"].get("goal")
+    if goal is not None:  # the refuse / warn / accept figures of #18
+        assert by_name[("input-check-states", "Real radiographs refused")] == round(
+            goal["test_real_radiographs_refused"], card.DIGITS)
+        assert by_name[("input-check-states", "Rotated films refused")] == round(
+            goal["test_rotated_refused"], card.DIGITS)
     assert by_name[("note-pairs", "ROUGE-L")] == round(metrics["nlg"]["model"]["rouge_l"], card.DIGITS)
     # The hand-written body survived the generated front matter.
     assert "## Limitations" in loaded.text and "## Upload to the hub" in loaded.text
@@ -217,3 +223,16 @@ def test_the_card_does_not_import_the_model() -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any(name and name.startswith("crrg") for name in imported)
+
+
+def test_input_check_refuse_warn_figures_join_the_card_when_measured() -> None:
+    metrics = json.loads((SHIPPED / "metrics.json").read_text())
+    before = card.eval_results(metrics)
+    goal = {"test_real_radiographs_refused": 0.0018, "test_real_radiographs_warned": 0.0055,
+            "test_inverted_refused": 1.0, "test_rotated_refused": 0.98, "held_out_kind_refused_min": 0.74}
+    metrics["input_check"] = {**metrics["input_check"], "goal": goal}
+    after = {(r.dataset_config, r.metric_name): r.metric_value for r in card.eval_results(metrics)}
+    assert len(after) == len(before) + 5
+    assert after[("input-check-states", "Real radiographs refused")] == 0.0018
+    assert after[("input-check-states", "Real radiographs warned (reported with a note)")] == 0.0055
+    assert after[("input-check-states", "Least-refused kind when left out of training")] == 0.74

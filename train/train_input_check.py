@@ -15,10 +15,15 @@ the same split. Features come from the frozen detector and CLIP of ``--weights``
 in the released model, so the checker carries over). The classifier is trained with
 class-balanced cross-entropy.
 
-Thresholds, chosen on validation radiographs (:class:`CalibrationRule`): P(radiograph) below
-``threshold`` (the largest that refuses <= 0.5 % of them, at least 0.05) refuses; below 0.5 warns;
-the Mahalanobis distance of the CLIP embedding to the training radiographs (Ledoit-Wolf Gaussian)
-warns beyond 1.1 x their 99.5th percentile and refuses beyond 1.5 x their largest. Besides the
+Thresholds, chosen on validation images (:class:`CalibrationRule`): P(radiograph) below
+``threshold`` (twice the largest P(radiograph) of any validation negative, 0.05 .. 0.5) refuses;
+below 0.5 warns (unsure: a real film there costs a note, not a re-run); the Mahalanobis distance
+of the CLIP embedding to the training radiographs (Ledoit-Wolf Gaussian) warns beyond 1.1 x their
+99.5th percentile and refuses beyond 1.5 x their largest; the layout rule (:func:`fit_layout`, a
+Gaussian of the training radiographs' robust + orientation statistics: is the image's inverted or
+turned copy more typical of radiographs than the image?) refuses beyond the validation
+radiographs' largest margin + 1 and warns beyond their 99.5th percentile. The layout rule is fitted
+on radiographs only, so it also holds when the inverted or rotated kind is left out of training. Besides the
 val / test rates, ``metrics.json`` holds: refusals and warnings of real radiographs per source,
 per reason and per kind of input (RGB, size, covid_anatomy films with lines / tubes / electrodes,
 films with electrodes drawn on), the same figures of the checker ``--weights`` ships with
@@ -51,13 +56,16 @@ from PIL import Image
 
 from crrg.input_check import (
     INPUT_CLASSES,
+    LAYOUT_AT,
+    N_LAYOUT,
     N_STATS,
+    TRANSFORMS_AT,
     InputCheckConfig,
     InputChecker,
     input_features,
+    pixel_features,
     pooled,
     reason_key,
-    robust_stats,
     save_checker,
     status,
 )
@@ -65,6 +73,8 @@ from crrg.pipeline import load, prepare
 from crrg.types import InputCheck
 from train.negatives import FROM, FROM_RADIOGRAPH, GENERATORS, KINDS, SYNTHETIC, leads, resized, varied
 
+LAYOUT_THRESHOLDS = ("layout_inverted_threshold", "layout_inverted_warn", "layout_rotated_threshold",
+                     "layout_rotated_warn")
 BASE_DIM = 256 + 29 + N_STATS  # embedding, region scores, plain statistics (then the robust ones)
 
 logger = logging.getLogger("train.train_input_check")
@@ -269,9 +279,9 @@ def cached_features(weights: str, device: str, root: Path, items: list[dict[str,
         torch.save({"weights": str(weights), "rows": rows, "pooled": small}, cache)
         logger.info("features %d / %d", start + len(part), len(missing))
     x = torch.stack([rows[item_key(s)] for s in items])
-    if all(item_key(s) in small for s in items):  # robust statistics as the current code defines them
+    if all(item_key(s) in small for s in items):  # pixel statistics as the current code defines them
         px = torch.stack([small[item_key(s)] for s in items]).float() / 255
-        x = torch.cat([x[:, :BASE_DIM], robust_stats(px)], dim=1)
+        x = torch.cat([x[:, :BASE_DIM], pixel_features(px)], dim=1)
     return x
 
 
@@ -288,7 +298,9 @@ class FitConfig:
 def fit(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cfg: FitConfig) -> InputChecker:
     """A checker trained by class-balanced cross-entropy on ``x[rows]`` (class indices ``y``), eval mode."""
     torch.manual_seed(cfg.seed)
-    checker = InputChecker(InputCheckConfig(feature_dim=x.shape[1], hidden_dim=cfg.hidden_dim))
+    layout = x.shape[1] > TRANSFORMS_AT  # features with the transformed copies' statistics
+    checker = InputChecker(InputCheckConfig(feature_dim=min(x.shape[1], TRANSFORMS_AT), hidden_dim=cfg.hidden_dim,
+                                            layout=layout))
     opt = torch.optim.AdamW(checker.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     counts = torch.bincount(y[rows], minlength=len(INPUT_CLASSES)).float().clamp(min=1)
@@ -309,11 +321,37 @@ def fit(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cfg: FitConfig) ->
 class CalibrationRule:
     """How the thresholds are chosen on validation radiographs (plain and varied copies)."""
 
-    max_refused: float = 0.005  # share of them the classifier may refuse
+    #: refusal threshold on P(radiograph): this x the largest P(radiograph) of any validation
+    #: negative (clipped to floor .. warn_threshold); inputs between it and warn_threshold are warned
+    negative_factor: float = 2.0
     floor: float = 0.05  # the refusal threshold on P(radiograph) is never below this
     warn_threshold: float = 0.5  # P(radiograph) below this (and not refused): a warning
     ood_warn_quantile: float = 0.995  # distance warning: this quantile of their distances x 1.1
     ood_refuse_factor: float = 1.5  # distance refusal: their largest distance x this
+    layout_warn_quantile: float = 0.995  # layout margin warning: this quantile of theirs
+    layout_refuse_slack: float = 1.0  # layout margin refusal: their largest margin + this
+
+
+def fit_layout(checker: InputChecker, train: torch.Tensor, val: torch.Tensor, rule: CalibrationRule) -> None:
+    """The Gaussian of the training radiographs' layout statistics (standardised, Ledoit-Wolf), and
+    the margins beyond which an image whose inverted / turned copy looks more like a radiograph is
+    refused (the validation radiographs' largest margin + ``layout_refuse_slack``) or warned (their
+    ``layout_warn_quantile``). Radiographs only: no inverted or rotated image is used."""
+    from sklearn.covariance import LedoitWolf
+
+    layout = train[:, LAYOUT_AT:LAYOUT_AT + N_LAYOUT].double()
+    mean, scale = layout.mean(0), layout.std(0) + 1e-3
+    lw = LedoitWolf().fit(((layout - mean) / scale).numpy())
+    checker.layout_mean.copy_(mean.float())
+    checker.layout_scale.copy_(scale.float())
+    checker.layout_precision.copy_(torch.as_tensor(lw.precision_, dtype=torch.float32))
+    with torch.no_grad():
+        margins = checker.layout_margins(val).numpy()  # [N, 2]: inverted, rotated
+    cfg = checker.config
+    refuse = margins.max(axis=0) + rule.layout_refuse_slack
+    warn = np.quantile(margins, rule.layout_warn_quantile, axis=0)
+    cfg.layout_inverted_threshold, cfg.layout_rotated_threshold = (float(v) for v in refuse)
+    cfg.layout_inverted_warn, cfg.layout_rotated_warn = (float(v) for v in warn)
 
 
 def fit_ood(checker: InputChecker, train: torch.Tensor, val: torch.Tensor, rule: CalibrationRule) -> None:
@@ -337,9 +375,11 @@ def calibrate(checker: InputChecker, x: torch.Tensor, positive: np.ndarray, trai
     row masks); returns its checks (refused, warned or accepted) of every row of ``x``."""
     rule = rule or CalibrationRule()
     p = p_radiograph(checker, x)
-    checker.config.threshold = choose_threshold(p[val & positive], rule.max_refused, rule.floor)
+    checker.config.threshold = refusal_threshold(p[val & ~positive], rule)
     checker.config.warn_threshold = max(rule.warn_threshold, checker.config.threshold)
     fit_ood(checker, x[torch.as_tensor(train & positive)], x[torch.as_tensor(val & positive)], rule)
+    if checker.config.layout:
+        fit_layout(checker, x[torch.as_tensor(train & positive)], x[torch.as_tensor(val & positive)], rule)
     return checker.check(x)
 
 
@@ -348,12 +388,12 @@ def p_radiograph(checker: InputChecker, x: torch.Tensor) -> np.ndarray:
         return checker(x).softmax(-1)[:, 0].numpy()
 
 
-def choose_threshold(p: np.ndarray, max_flagged: float = 0.01, floor: float = 0.1) -> float:
-    """The largest threshold (at most 0.5) that flags at most ``max_flagged`` of the positives
-    ``p``, never below ``floor`` (one odd validation image must not switch the check off)."""
-    scores = np.sort(p)
-    k = int(np.floor(max_flagged * len(scores)))
-    return float(np.clip(scores[k], floor, 0.5)) if len(scores) else 0.5
+def refusal_threshold(p_negatives: np.ndarray, rule: CalibrationRule) -> float:
+    """``rule.negative_factor`` x the largest P(radiograph) of the validation negatives, within
+    ``rule.floor`` .. ``rule.warn_threshold``: every negative seen is refused with a margin, and a
+    real film between this and the warning threshold gets a note instead of a refusal."""
+    top = float(p_negatives.max()) if len(p_negatives) else rule.warn_threshold
+    return float(np.clip(rule.negative_factor * top, rule.floor, rule.warn_threshold))
 
 
 def _share(values: list[bool]) -> dict[str, Any]:
@@ -493,6 +533,7 @@ def train_and_measure(x: torch.Tensor, items: list[dict[str, Any]], cfg: FitConf
     c = checker.config
     metrics: dict[str, Any] = {"threshold": c.threshold, "warn_threshold": c.warn_threshold,
                                "ood_threshold": c.ood_threshold, "ood_warn_threshold": c.ood_warn_threshold,
+                               "layout": {k: getattr(c, k) for k in LAYOUT_THRESHOLDS},
                                "fit": vars(cfg), "calibration": vars(CalibrationRule()),
                                "counts": {k: int(len(v)) for k, v in rows.items()}}
     for name in ("val", "test"):
