@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -78,8 +79,10 @@ def main() -> None:
     ratio = rates[8] / rates[1]
     print(f"{len(images)} images, {args.threads} threads, {args.workers} decoding workers: "
           f"batch 8 / batch 1 = {ratio:.2f}x")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"goals: >= 2x ({'met' if ratio >= 2 else 'NOT met'}), >= 10 images/s "
-          f"({'met' if rates[8] >= 10 else 'NOT met'})")
+          f"({'met' if rates[8] >= 10 else 'NOT met'}); peak RSS {peak:.0f} MB "
+          f"({'met' if peak <= 1200 else 'NOT met'}: <= 1.2 GB; the main process, decoding workers apart)")
 
 
 if __name__ == "__main__":

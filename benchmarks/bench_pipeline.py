@@ -66,10 +66,10 @@ def run_mode(weights: str, image: str, runs: int, naive: bool, threads: int) -> 
     if naive:
         decoder = pipe.model.decoder
 
-        def naive_generate(features, beams):  # one region at a time, no KV cache
+        def naive_generate(features, num_beams=None):  # one region at a time, no KV cache
             return [decoder.naive_generate(f[None])[0] for f in features]
 
-        pipe._generate = naive_generate  # type: ignore[method-assign]
+        decoder.generate = naive_generate  # type: ignore[method-assign]  # what Pipeline.write calls
     for _ in range(2):
         pipe(image)
     totals, stages = [], {}

@@ -55,8 +55,10 @@ class FeatureBackbone(nn.Module):
             self.fpn = None
             self.out_channels = int(in_channels[0])
 
-    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
-        maps = self.body(images)  # list of [B, C_i, S / stride_i, S / stride_i]
+    def forward(self, images: Tensor, body: nn.Module | None = None) -> OrderedDict[str, Tensor]:
+        """``body``: a module to run instead of ``self.body`` (its batch-norm-folded inference
+        copy, :mod:`crrg.folding`)."""
+        maps = (self.body if body is None else body)(images)  # list of [B, C_i, S / stride_i, S / stride_i]
         named = OrderedDict((str(i), m) for i, m in enumerate(maps))
         return self.fpn(named) if self.fpn is not None else named
 

@@ -263,13 +263,15 @@ class CXRClip(nn.Module):
         """[B, 1, H, W] preprocessed images (any size) -> L2-normalised features [B, E]."""
         return F.normalize(self.model.encode_image(self._tower_input(images)), dim=-1)  # [B, E]
 
-    def encode_image_map(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_image_map(self, images: Tensor, trunk: nn.Module | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`encode_image` plus the trunk's last feature map [B, C, h, w] (before the global
         pool) of the same pass, for :meth:`region_embeddings`. The features are exactly those of
-        :meth:`encode_image` (the trunk's own ``forward_features`` / ``forward_head`` split)."""
+        :meth:`encode_image` (the trunk's own ``forward_features`` / ``forward_head`` split).
+        ``trunk``: the trunk's inference copy (:mod:`crrg.folding`), else its own."""
         visual = self.model.visual
-        feature_map = visual.trunk.forward_features(self._tower_input(images))  # [B, C, h, w]
-        features = visual.head(visual.trunk.forward_head(feature_map))  # [B, E]
+        trunk = visual.trunk if trunk is None else trunk
+        feature_map = trunk.forward_features(self._tower_input(images))  # [B, C, h, w]
+        features = visual.head(trunk.forward_head(feature_map))  # [B, E]
         return F.normalize(features, dim=-1), feature_map
 
     def _text_version(self) -> int:

@@ -249,18 +249,26 @@ class ReportDecoder(nn.Module):
         max_new_tokens: int | None = None,
         min_new_tokens: int | None = None,
     ) -> list[str]:
-        """One sentence per region feature ``[N, D]``, all ``N`` regions in one batch.
-
-        transformers ``generate`` with the KV cache (the feature prefix repeated per beam):
-        greedy when ``num_beams == 1``, beam search otherwise. ``None`` settings come from the
-        config. Call ``eval()`` first (dropout stays active in train mode).
+        """One sentence per region feature ``[N, D]``, all ``N`` regions in one batch, with the
+        KV cache. Greedy (``num_beams == 1``): :meth:`greedy_ids`, which drops finished rows;
+        beam search: transformers ``generate`` (the feature prefix repeated per beam). ``None``
+        settings come from the config. Call ``eval()`` first (dropout stays active in train mode).
         """
         num_beams, max_new_tokens, min_new_tokens = self._settings(
             num_beams, max_new_tokens, min_new_tokens
         )
-        n = features.shape[0]
-        if n == 0:
+        if features.shape[0] == 0:
             return []
+        if num_beams == 1:
+            return self.decode(self.greedy_ids(features, max_new_tokens, min_new_tokens))
+        return self.decode(self.hf_generate_ids(features, num_beams, max_new_tokens, min_new_tokens))
+
+    @torch.no_grad()
+    def hf_generate_ids(
+        self, features: torch.Tensor, num_beams: int, max_new_tokens: int, min_new_tokens: int
+    ) -> torch.Tensor:
+        """Generated ids ``[N, L]`` (no leading bos) from transformers ``generate``."""
+        n = features.shape[0]
         cache = self.prefix_cache(features, repeat=num_beams)  # batch N * beams
         bos = torch.full((n, 1), self.eos_id, dtype=torch.long, device=features.device)  # [N, 1]
         mask = torch.ones((n, 2), dtype=torch.long, device=features.device)  # [N, 1 + 1]
@@ -270,7 +278,41 @@ class ReportDecoder(nn.Module):
             cache=cache,
             generation_config=self._generation_config(num_beams, max_new_tokens, min_new_tokens),
         )  # [N, 1 + L]
-        return self.decode(out[:, 1:])
+        return out[:, 1:]
+
+    @torch.no_grad()
+    def greedy_ids(self, features: torch.Tensor, max_new_tokens: int, min_new_tokens: int) -> torch.Tensor:
+        """Greedy ids ``[N, max_new_tokens]`` (eos-filled after each row's eos), the tokens of
+        transformers' greedy ``generate`` with the same settings (tested), but a row leaves the
+        batch and the KV cache (``DynamicCache.batch_select_indices``) as soon as it writes eos.
+
+        Why not ``generate``: it keeps finished rows until the longest sentence ends and grows the
+        cache by concatenation, so a batch of region sentences (7 to 33 tokens, measured) pays
+        the longest one for every row. On the 2-core CPU, 115 sentences of 8 images: 640 ms with
+        ``generate``, 300 ms here. All rows share one length (the prefix plus the tokens so far),
+        so no attention mask is needed and positions start at 1 as in training."""
+        n, device = features.shape[0], features.device
+        cache = self.prefix_cache(features)
+        out = torch.full((n, max_new_tokens), self.eos_id, dtype=torch.long, device=device)  # [N, L]
+        rows = torch.arange(n, device=device)  # rows of ``out`` still writing
+        ids = torch.full((n, 1), self.eos_id, dtype=torch.long, device=device)  # [n, 1] bos
+        for step in range(max_new_tokens):
+            logits = self.gpt(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            if self.vocab is not None:
+                logits[:, self.vocab.unk_id] = -torch.inf
+            if step < min_new_tokens:
+                logits[:, self.eos_id] = -torch.inf
+            tokens = logits.argmax(dim=-1)  # [n]
+            out[rows, step] = tokens
+            going = tokens != self.eos_id  # [n]
+            if not bool(going.any()):
+                break
+            if not bool(going.all()):
+                keep = going.nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                rows, tokens = rows[keep], tokens[keep]
+            ids = tokens[:, None]  # [n, 1]
+        return out
 
     @torch.no_grad()
     def naive_generate(

@@ -263,14 +263,16 @@ class RegionDetector(nn.Module):
         if sum(t["boxes"].shape[0] for t in targets) == 0:
             raise ValueError("training needs at least one region box in the batch")
 
-    def _backbone(self, images: Tensor, chunk: int | None = None) -> tuple[ImageList, OrderedDict[str, Tensor]]:
-        """Backbone maps of a batch, ``chunk`` images per pass (``None``: all at once)."""
+    def _backbone(self, images: Tensor, chunk: int | None = None, body: nn.Module | None = None
+                  ) -> tuple[ImageList, OrderedDict[str, Tensor]]:
+        """Backbone maps of a batch, ``chunk`` images per pass (``None``: all at once); ``body``
+        replaces the backbone's body (see :class:`crrg.backbones.FeatureBackbone`)."""
         self._check_images(images)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         if chunk is None or chunk >= images.shape[0]:
-            maps = self.backbone(images)
+            maps = self.backbone(images, body)
         else:
-            parts = [self.backbone(part) for part in images.split(max(1, chunk))]
+            parts = [self.backbone(part, body) for part in images.split(max(1, chunk))]
             maps = OrderedDict((k, torch.cat([p[k] for p in parts])) for k in parts[0])
         return ImageList(images, [size] * images.shape[0]), maps
 
@@ -284,11 +286,13 @@ class RegionDetector(nn.Module):
             return losses
         return self.infer(images)
 
-    def infer(self, images: Tensor, backbone_batch: int | None = None) -> DetectorOutput:
+    def infer(self, images: Tensor, backbone_batch: int | None = None, body: nn.Module | None = None
+              ) -> DetectorOutput:
         """Eval-mode detection of a batch [B, 1, S, S]; the backbone sees ``backbone_batch`` images
         per pass (``None``: all), the RPN and the heads the whole batch. On CPU small backbone
-        passes are faster per image (their activations stay in cache); the output is the same."""
-        image_list, feature_maps = self._backbone(images, backbone_batch)
+        passes are faster per image (their activations stay in cache); the output is the same.
+        ``body``: the backbone body's inference copy (:mod:`crrg.folding`), else its own."""
+        image_list, feature_maps = self._backbone(images, backbone_batch, body)
         proposals, _ = self.rpn(image_list, feature_maps)
         return self._regions(feature_maps, proposals, image_list.image_sizes[0])
 

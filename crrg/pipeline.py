@@ -19,6 +19,7 @@ import torch
 
 from crrg.calibration import apply_torch
 from crrg.findings import pooled_inputs
+from crrg.folding import FoldedTower
 from crrg.grounding import ImageEvidence, compose, measurement_sentence
 from crrg.images import load_image, preprocess
 from crrg.input_check import input_features
@@ -108,6 +109,12 @@ class _Timer:
         self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
+def _probe(size: int, device: torch.device) -> torch.Tensor:
+    """A fixed [1, 1, size, size] input on which a folded tower must match its original."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(1, 1, size, size, generator=generator).to(device)
+
+
 def prepare(image: ImageInput, size: int) -> PreparedImage:
     """Decode and preprocess one image (raises :class:`crrg.images.ImageError` on a bad input)."""
     start = time.perf_counter()
@@ -138,6 +145,12 @@ class Pipeline:
         # outputs agree to ~1e-6, and the weights are unchanged (save_pretrained makes them contiguous)
         for tower in (self.model.detector.backbone, self.model.clip.model.visual):
             tower.to(memory_format=torch.channels_last)
+        # batch norm folded into the convolutions of both towers, in inference copies (crrg.folding)
+        size = self.config.image_size
+        self._body = FoldedTower(self.model.detector.backbone.body, lambda device: _probe(size, device))
+        trunk = getattr(self.model.clip.model.visual, "trunk", None)  # open_clip's timm tower
+        clip_size = self.model.clip.config.image_size
+        self._trunk = None if trunk is None else FoldedTower(trunk, lambda device: _probe(clip_size, device))
 
     @property
     def default_prompts(self) -> list[str]:
@@ -236,10 +249,11 @@ class Pipeline:
         """Detector, CLIP image tower, region heads and input check over a [B, 1, S, S] batch:
         every per-region output, with calibrated probabilities (:class:`Regions`)."""
         m = self.model
-        out = m.detector.infer(batch, backbone_batch=self.backbone_batch)
+        out = m.detector.infer(batch, backbone_batch=self.backbone_batch, body=self._body.get())
         embedding = feature_map = None
         if m.fusion is not None or m.image_findings is not None or m.input_check is not None:
-            parts = [m.clip.encode_image_map(chunk) for chunk in batch.split(self.backbone_batch or len(batch))]
+            trunk = None if self._trunk is None else self._trunk.get()
+            parts = [m.clip.encode_image_map(chunk, trunk) for chunk in batch.split(self.backbone_batch or len(batch))]
             embedding, feature_map = (torch.cat(x) for x in zip(*parts))  # [B, E], CLIP tower map
         fused = m.head_inputs(batch, out.features, embedding)  # [B, 29, D]
         detected = out.detected

@@ -124,6 +124,22 @@ def test_batched_equals_naive_untrained_and_full_vocab():
     assert out == full.naive_generate(feats, max_new_tokens=5) and all(out)  # min_new_tokens=1
 
 
+def test_greedy_equals_transformers_generate(trained):
+    """The greedy loop that drops finished rows writes exactly transformers' greedy tokens."""
+    model, feats = trained
+    torch.manual_seed(4)
+    mixed = torch.cat([feats, torch.randn(9, D) * 3])  # [11, D]: rows end at different steps
+    fast = model.greedy_ids(mixed, 14, 1)  # [11, 14]
+    slow = model.hf_generate_ids(mixed, 1, 14, 1)  # [11, <= 14]
+    ends = [row.index(model.eos_id) + 1 if model.eos_id in row else len(row) for row in fast.tolist()]
+    assert len(set(ends)) > 1  # some rows leave the batch before others
+    for row, end, ref in zip(fast.tolist(), ends, slow.tolist()):
+        assert row[:end] == ref[:end]
+    assert model.decode(fast) == model.decode(slow)
+    no_eos = model.greedy_ids(mixed, 6, 6)  # eos blocked for all 6 steps: every row runs to the end
+    assert model.eos_id not in no_eos.tolist()[0] and no_eos.tolist() == model.hf_generate_ids(mixed, 1, 6, 6).tolist()
+
+
 def test_beam_search(trained):
     model, feats = trained
     assert model.generate(feats, num_beams=3) == SENTENCES
