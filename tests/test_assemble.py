@@ -48,14 +48,19 @@ def test_assemble_puts_metrics_on_the_card_and_keeps_a_written_body(tmp_path: Pa
     tiny_model(seed=1).save_pretrained(tmp_path / "base")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "README.md").write_text("---\nlicense: mit\n---\n\n# Written by hand\n")
-    metrics = {"split": "test", "zero_shot": {"pneumonia_vs_normal": {"auc": 0.87654, "accuracy": 0.5,
-                                                                     "source": "kermany_pneumonia"}}}
+    from crrg import card as crrg_card
+
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "crrg-default" / "metrics.json"
+    metrics = json.loads(shipped.read_text())  # a complete train.evaluate metrics.json (partial ones are refused)
+    metrics["zero_shot"]["pneumonia_vs_normal"]["auc"] = 0.87654
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     assemble(tmp_path / "base", None, tmp_path / "out", variant="assembled", metrics=tmp_path / "metrics.json")
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.text == "\n# Written by hand\n"
     assert card.data.license == "other" and card.data.library_name == "crrg"
     assert card.data.model_name == "crrg-assembled"
-    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [("AUC", 0.8765), ("Accuracy", 0.5)]
+    assert card.data.eval_results == crrg_card.eval_results(metrics)
+    assert ("pneumonia_vs_normal", "AUC", 0.8765) in [(r.dataset_config, r.metric_name, r.metric_value)
+                                                       for r in card.data.eval_results]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
     assert (tmp_path / "out" / "LICENSE.md").is_file()

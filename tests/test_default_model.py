@@ -108,7 +108,8 @@ def test_every_sentence_carries_evidence_and_names_only_supported_locations(
     results = pipe.batch([data_dir / r["image"] for r in images], prompts=[])
     for record, result in zip(images, results):
         assert result.input_check is not None and result.input_check.ok, result.input_check
-        assert result.report == " ".join(s.text for s in result.sentences)
+        assert result.report.split("\nImpression: ")[0] == result.findings_text
+        assert bool(result.impression) == bool(result.sentences)
         for s in result.sentences:
             assert is_supported(s.text, s.regions, s.evidence.kind), s
             if s.evidence.kind == "image":

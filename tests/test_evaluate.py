@@ -335,5 +335,5 @@ def test_batched_inference_matches_the_pipeline(prepared_dir: Path) -> None:
                 assert np.allclose(region.box, out.boxes[i], atol=1e-2)
                 assert math.isclose(region.abnormal_prob, out.abnormality[i], abs_tol=1e-5)
                 assert math.isclose(region.selection_prob, out.selection[i], abs_tol=1e-5)
-        assert out.report == result.report
+        assert out.report == result.findings_text
         assert math.isclose(out.zero_shot["pneumonia"], result.labels["pneumonia"], abs_tol=1e-5)

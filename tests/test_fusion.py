@@ -61,7 +61,7 @@ def test_fused_model_round_trip_and_pipeline(tmp_path: Path) -> None:
     assert torch.equal(loaded.fusion.net[-1].weight, model.fusion.net[-1].weight.half().float())
     image = chest_like_png(tmp_path / "x.png")
     result = Pipeline(loaded)(image, box=(20, 20, 120, 200))
-    assert any(r.selected for r in result.regions) == bool(result.report)
+    assert bool(result.report) == bool(result.sentences)  # gibberish of the tiny decoder is filtered out
     assert result.box_sentence is not None and 0.0 <= result.box_sentence.abnormal_prob <= 1.0
     fused = [r.abnormal_prob for r in result.regions]
     loaded.fusion = None  # the same weights without the fusion: other probabilities

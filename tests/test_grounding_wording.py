@@ -287,7 +287,7 @@ def test_the_result_json_carries_the_impression_next_to_the_report() -> None:
     out = compose(_evidence(region_findings=_findings(nodule={"right mid lung zone": 0.9})), THRESHOLDS)
     result = ReportResult(image="a.png", width=10, height=10, regions=(), report=out.report, labels={},
                           label_regions={}, sentences=out.sentences, impression=out.impression)
-    line = json.loads(result.to_json_line())
+    line = json.loads(json.dumps(result.to_json()))
     assert line["impression"] == "Nodule in the right mid lung zone."
     assert line["report"] == "There is a nodule in the right mid lung zone.\nImpression: Nodule in the right mid lung zone."
     assert [s["text"] for s in line["sentences"]] == ["There is a nodule in the right mid lung zone."]

@@ -180,7 +180,7 @@ def test_shipped_card_eval_results_equal_its_metrics_json() -> None:
     }
     for key, value in headline.items():
         assert by_name[key] == round(value, card.DIGITS), key
-    assert by_name[("ce-assessed-labels", "CE micro F1 (CheXpert 14, assessed labels)")] == 0.9011  # the card's figure
+    assert by_name[("ce-assessed-labels", "CE micro F1 (CheXpert 14, assessed labels)")] == 0.7325  # the card's figure
     grounding = metrics["grounding"]
     assert by_name[("grounding", "Share of sentences naming a location without evidence")] == 0.0
     assert by_name[("grounding", "Finding macro F1 (stated vs region-level truth)")] == round(grounding["macro_f1"], card.DIGITS)
@@ -227,6 +227,7 @@ def test_the_card_does_not_import_the_model() -> None:
 
 def test_input_check_refuse_warn_figures_join_the_card_when_measured() -> None:
     metrics = json.loads((SHIPPED / "metrics.json").read_text())
+    metrics["input_check"] = {k: v for k, v in metrics["input_check"].items() if k != "goal"}
     before = card.eval_results(metrics)
     goal = {"test_real_radiographs_refused": 0.0018, "test_real_radiographs_warned": 0.0055,
             "test_inverted_refused": 1.0, "test_rotated_refused": 0.98, "held_out_kind_refused_min": 0.74}
