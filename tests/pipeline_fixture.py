@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -46,3 +47,13 @@ def chest_like_png(path: Path, size: tuple[int, int] = (300, 240), seed: int = 0
     img += np.random.default_rng(seed).normal(0, 8, img.shape)
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a shared, oversubscribed CPU. Use it
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")`` after importing it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

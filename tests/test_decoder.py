@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from pipeline_fixture import one_thread  # noqa: F401  (the fixture, used by pytestmark)
 
 from crrg.config import from_dict, to_dict
 from crrg.decoder import DecoderConfig, ReportDecoder
@@ -21,13 +22,7 @@ def tiny_config(**overrides) -> DecoderConfig:
     return DecoderConfig(**{**base, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and far faster on a shared, oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

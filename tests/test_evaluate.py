@@ -139,6 +139,13 @@ def test_nih_zero_shot_scores_each_finding_on_nih_only() -> None:
     assert m["mean_auc"] == 1.0 and m["n_findings"] == 1
 
 
+def test_detector_boxes_reach_the_stored_image_pixels_of_expert_boxes() -> None:
+    out = _outputs({"right upper lung zone": [10, 20, 30, 40], "left lung": [50, 0, 90, 80]},
+                   detected={"right upper lung zone"}, width=100, height=80)
+    record = {"width": 200, "height": 40, "finding_boxes": [{"finding": "opacity", "box": [0, 0, 1, 1]}]}
+    assert ev.stored_pixel_boxes(record, out) == {"right upper lung zone": [20.0, 10.0, 60.0, 20.0]}
+
+
 def test_region_ious_scales_stored_boxes_and_counts_misses_as_zero() -> None:
     # the stored image was twice the loaded size: ground truth is halved before the IoU
     boxes = {"right lung": [0, 0, 40, 40], "left lung": [100, 0, 140, 40], "trachea": [80, 0, 100, 40]}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pipeline_fixture import one_thread  # noqa: F401  (the fixture, used by pytestmark)
 import torch
 from torch import nn
 
@@ -8,12 +9,7 @@ from crrg.backbones import build_backbone
 from crrg.folding import FoldedTower, fold_batchnorm
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_norms(module: nn.Module) -> None:

@@ -7,10 +7,12 @@ import random
 
 import numpy as np
 import pytest
+from grounding_fixture import evidence as _evidence
+from grounding_fixture import probs as _probs
 
 from crrg.data.overlap import box_mask, region_overlap_labels
 from crrg.findings import LUNG_ZONES, REGION_FINDINGS
-from crrg.grounding import ImageEvidence, compose, measurement_sentence
+from crrg.grounding import compose, measurement_sentence
 from crrg.locations import is_supported, named_locations, unsupported_locations
 from crrg.measurements import Measured
 from crrg.regions import NUM_REGIONS, REGION_INDEX, REGIONS
@@ -57,19 +59,6 @@ def test_overlap_rule_positive_negative_unknown() -> None:
 
 
 # ------------------------------------------------------------------------------ composer
-def _evidence(**changes) -> ImageEvidence:
-    base = dict(detected=[True] * NUM_REGIONS, abnormal=[0.1] * NUM_REGIONS)
-    base.update(changes)
-    return ImageEvidence(**base)
-
-
-def _probs(hot: dict[str, float]) -> list[float]:
-    p = [0.0] * NUM_REGIONS
-    for region, value in hot.items():
-        p[REGION_INDEX[region]] = value
-    return p
-
-
 def test_region_finding_sentence_names_its_zone_and_carries_its_probability() -> None:
     ev = _evidence(region_findings={"nodule": _probs({"left upper lung zone": 0.9}),
                                     "opacity": _probs({}), "support device": _probs({})})

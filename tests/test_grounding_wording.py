@@ -8,29 +8,17 @@ import itertools
 import random
 
 import pytest
+from grounding_fixture import evidence as _evidence
+from grounding_fixture import probs as _probs
 
 from crrg.findings import DEVICE_REGIONS, LUNG_ZONES
-from crrg.grounding import (DEVICE_NAMED, NO_ACUTE, ImageEvidence, compose, finding_keys, lung_finding_text,
+from crrg.grounding import (DEVICE_NAMED, NO_ACUTE, compose, finding_keys, lung_finding_text,
                             lung_location, measurement_sentence)
 from crrg.locations import is_supported, unsupported_locations
 from crrg.measurements import heart_size
-from crrg.regions import NUM_REGIONS, REGION_INDEX
 from crrg.report import topic_keys
 
 THRESHOLDS = {"nodule": 0.5, "opacity": 0.5, "support device": 0.5}
-
-
-def _evidence(**changes) -> ImageEvidence:
-    base = dict(detected=[True] * NUM_REGIONS, abnormal=[0.1] * NUM_REGIONS)
-    base.update(changes)
-    return ImageEvidence(**base)
-
-
-def _probs(hot: dict[str, float]) -> list[float]:
-    p = [0.0] * NUM_REGIONS
-    for region, value in hot.items():
-        p[REGION_INDEX[region]] = value
-    return p
 
 
 def _findings(**hot: dict[str, float]) -> dict[str, list[float]]:

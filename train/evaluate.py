@@ -75,6 +75,7 @@ from crrg.pipeline import Pipeline
 from crrg.regions import REGION_INDEX, REGIONS
 from crrg.types import ReportResult
 from train.eval_grounding import grounding_metrics
+from train.heads_data import image_finding_target, predicted_boxes
 from train.finding_labels import FindingLabeler
 from train.datasets import PreparedData, merge_records
 from train.targets import common_regions, paired_sentences, region_targets
@@ -227,11 +228,15 @@ def truth_boxes(prepared: PreparedData, split: str, records: Sequence[dict[str, 
     for r in records:
         out = outputs.get(r["image"])
         if r.get("finding_boxes") and r["image"] not in boxes and out is not None:
-            sx, sy = int(r["width"]) / out.width, int(r["height"]) / out.height
-            boxes[r["image"]] = {name: [out.boxes[i][0] * sx, out.boxes[i][1] * sy, out.boxes[i][2] * sx,
-                                        out.boxes[i][3] * sy]
-                                 for i, name in enumerate(REGIONS) if out.detected[i]}
+            boxes[r["image"]] = stored_pixel_boxes(r, out)
     return boxes
+
+
+def stored_pixel_boxes(record: dict[str, Any], out: Outputs) -> dict[str, list[float]]:
+    """{region: box} of the detected regions of ``out`` (original pixels) in the stored image's
+    pixels of ``record``, where its expert boxes live."""
+    scale = np.array([int(record["width"]) / out.width, int(record["height"]) / out.height] * 2)
+    return predicted_boxes({"boxes": out.boxes * scale, "detected": out.detected})
 
 
 def region_ious(record: dict[str, Any], out: Outputs) -> list[tuple[str, bool, bool, float]]:
@@ -419,8 +424,6 @@ def image_finding_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, 
     over the test images whose source assesses it (pneumonia: pneumonia-like vs normal,
     :func:`train.heads_data.image_target`; the others: :data:`train.heads_data.IMAGE_EXTRA`):
     AUC, and sensitivity / specificity at the model's own threshold, overall and per source."""
-    from train.heads_data import image_finding_target
-
     thresholds = config.grounding.image_thresholds
     out: dict[str, Any] = {}
     found = [r for r in records if r["image"] in outputs]
@@ -443,8 +446,6 @@ def ctr_vs_cardiomegaly(records: Sequence[dict[str, Any]], outputs: dict[str, Ou
     heart-size sentence uses it) as a score for NIH's image-level cardiomegaly label: AUC, and
     sensitivity / specificity of CTR > ``threshold``. Views are not known (NIH holds AP films)."""
     from crrg.measurements import cardiothoracic_ratio
-    from train.heads_data import image_finding_target
-
     y, ctr = [], []
     for r in records:
         out = outputs.get(r["image"])
