@@ -44,6 +44,10 @@ def _blank_rejecting_weights(folder: Path) -> Path:
     return folder
 
 
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -79,15 +83,18 @@ def test_a_failing_shard_waits_for_the_busy_one_and_both_exit_1(tmp_path: Path) 
     out = tmp_path / "parts"
     port = _free_port()
     procs = []
-    for rank in (1, 0):  # the failing rank starts first
+    deadline = time.monotonic() + 300
+    for rank in (1, 0):  # the failing rank starts first, and writes its whole shard before rank 0 starts
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RANK": str(rank),
                "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         cmd = [sys.executable, "-m", "crrg", "report", str(tmp_path / "scans"), "--weights", str(weights),
                "--out", f"{out}/", "--batch-size", "1", "--workers", "0", "--prompts", "pneumonia"]
         procs.insert(0, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+                                         text=True))
+        while rank == 1 and _lines(out / "part-1.jsonl") < len(ranks[1]) and procs[0].poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
     ended: dict[int, float] = {}
-    deadline = time.monotonic() + 300
     while len(ended) < 2 and time.monotonic() < deadline:
         for rank, proc in enumerate(procs):
             if rank not in ended and proc.poll() is not None:

@@ -226,6 +226,8 @@ def false_sentence_threshold(limit: float, probs: np.ndarray, negative: np.ndarr
     """The lowest threshold whose share of ``negative`` images with a sentence (max over regions
     >= threshold) stays within ``limit`` in every source (sources with fewer than
     :data:`MIN_NEGATIVES` negatives do not constrain); 0.95 when none does."""
+    if not negative.any():
+        return 0.95
     sources = np.asarray(sources if sources is not None else ["all"] * len(probs))
     groups = [negative & (sources == s) for s in np.unique(sources)]
     groups = [g for g in groups if g.sum() >= MIN_NEGATIVES] or [negative]
