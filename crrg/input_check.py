@@ -25,6 +25,13 @@ Gaussian of the training radiographs' layout statistics, fitted on radiographs o
 whether a copy is more typical of radiographs than the image (:meth:`InputChecker.layout_margins`):
 beyond a margin chosen on validation radiographs it refuses (inverted / rotated), a smaller one
 warns. It needs no inverted or rotated training images, so it holds when those kinds are left out.
+The features end with two 16 x 16 thumbnails (:func:`thumbnails`: the image and its inverted copy)
+and a checker with ``thumb_components`` adds a second, finer layout model to the margins: an
+eigen-radiograph model (principal components of the training radiographs' thumbnails, each
+standardised, plus the residual energy off them, :meth:`InputChecker.thumb_distance`) asks the same
+question of the whole picture: whether the turned (inverted) thumbnail is nearer the radiographs
+than the image's own. Each margin is then the layout-statistics margin plus ``thumb_weights`` x
+the thumbnail margin.
 
 Robust intensity statistics (:func:`robust_stats`, medians and quantiles of a 96 px average-pooled
 copy) follow the 8 plain ones: a few bright ECG electrodes, wires or tubes move means and the
@@ -78,6 +85,10 @@ ROBUST_AT = 256 + 29 + N_STATS
 LAYOUT_AT = ROBUST_AT  # layout statistics of the image itself: robust + orientation
 TRANSFORMS_AT = ROBUST_AT + N_LAYOUT
 TRANSFORMS = ("inverted", "rot90", "rot180", "rot270")
+THUMB = 16  # thumbnails of the POOL copy: THUMB x THUMB block means (POOL is a multiple of THUMB)
+N_THUMB = THUMB * THUMB
+#: offset of the thumbnails (the image's, then its inverted copy's) after the transformed copies
+THUMB_AT = TRANSFORMS_AT + len(TRANSFORMS) * N_LAYOUT
 
 
 def image_stats(images: Tensor) -> Tensor:
@@ -190,17 +201,29 @@ def transformed_layouts(x: Tensor) -> Tensor:
     return torch.cat([layout_stats(c) for c in copies], dim=1)
 
 
+def thumbnails(x: Tensor) -> Tensor:
+    """[B, P, P] pooled pixels -> [B, 2 * N_THUMB]: THUMB x THUMB block means of the image and of
+    its inverted copy, flattened (turned copies are the thumbnail turned: block means commute with
+    quarter turns)."""
+    return torch.cat([F.adaptive_avg_pool2d(c[:, None], THUMB).flatten(1) for c in (x, inverted_pixels(x))], dim=1)
+
+
 def pixel_features(small: Tensor) -> Tensor:
     """[B, P, P] pooled pixels in [0, 1] -> the pixel part of :func:`input_features` after the plain
-    statistics: robust, orientation, and the transformed copies' layout statistics. Pixels are
-    rounded to 1/255 first, as the training cache stores them."""
+    statistics: robust, orientation, the transformed copies' layout statistics, the thumbnails.
+    Pixels are rounded to 1/255 first, as the training cache stores them."""
     x = (small.float() * 255).round() / 255
-    return torch.cat([layout_stats(x), transformed_layouts(x)], dim=1)
+    return torch.cat([layout_stats(x), transformed_layouts(x), thumbnails(x)], dim=1)
+
+
+def standardised(thumbs: Tensor) -> Tensor:
+    """[B, N_THUMB] thumbnails, each to zero mean and unit spread (exposure and contrast removed)."""
+    return (thumbs - thumbs.mean(1, keepdim=True)) / (thumbs.std(1, keepdim=True) + 1e-3)
 
 
 def input_features(embedding: Tensor, region_scores: Tensor, images: Tensor) -> Tensor:
     """[B, E] CLIP image embedding, [B, 29] detector region scores, [B, 1, S, S] preprocessed
-    images -> [B, E + 29 + 8 + 9 + 13 + 4 * 22] (:func:`pixel_features`)."""
+    images -> [B, E + 29 + 8 + 9 + 13 + 4 * 22 + 2 * 256] (:func:`pixel_features`)."""
     return torch.cat([F.normalize(embedding.float(), dim=-1), region_scores.float(),
                       image_stats(images.float()), pixel_features(pooled(images))], dim=1)
 
@@ -227,6 +250,10 @@ class InputCheckConfig:
     layout_rotated_threshold: float | None = None
     layout_inverted_warn: float | None = None
     layout_rotated_warn: float | None = None
+    #: eigen-radiograph thumbnail model (0: none): principal components kept; its margins count
+    #: ``thumb_weights`` (inverted, rotated) x in the layout margins
+    thumb_components: int = 0
+    thumb_weights: tuple[float, float] = (1.0, 1.0)
 
 
 class InputChecker(nn.Module):
@@ -249,6 +276,11 @@ class InputChecker(nn.Module):
             self.register_buffer("layout_mean", torch.zeros(N_LAYOUT))
             self.register_buffer("layout_scale", torch.ones(N_LAYOUT))
             self.register_buffer("layout_precision", torch.eye(N_LAYOUT))
+        if config.thumb_components:  # principal components of the standardised radiograph thumbnails
+            self.register_buffer("thumb_mean", torch.zeros(N_THUMB))
+            self.register_buffer("thumb_basis", torch.zeros(config.thumb_components, N_THUMB))
+            self.register_buffer("thumb_var", torch.ones(config.thumb_components))
+            self.register_buffer("thumb_residual", torch.ones(1))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.mlp(self.norm(features[:, : self.config.feature_dim]))
@@ -269,7 +301,28 @@ class InputChecker(nn.Module):
         own = self.layout_distance(features[:, LAYOUT_AT:LAYOUT_AT + N_LAYOUT])
         copies = [self.layout_distance(features[:, TRANSFORMS_AT + i * N_LAYOUT: TRANSFORMS_AT + (i + 1) * N_LAYOUT])
                   for i in range(len(TRANSFORMS))]
-        return torch.stack([own - copies[0], own - torch.stack(copies[1:]).amin(dim=0)], dim=1)
+        margins = torch.stack([own - copies[0], own - torch.stack(copies[1:]).amin(dim=0)], dim=1)
+        if self.config.thumb_components and features.shape[1] >= THUMB_AT + 2 * N_THUMB:
+            margins = margins + self.thumb_margins(features) * torch.tensor(self.config.thumb_weights)
+        return margins
+
+    def thumb_distance(self, thumbs: Tensor) -> Tensor:
+        """[B, N_THUMB] thumbnails -> [B] distance to the training radiographs' eigen-radiograph
+        model: Mahalanobis along the kept components plus the residual energy off them."""
+        z = standardised(thumbs) - self.thumb_mean
+        p = z @ self.thumb_basis.T
+        off = ((z * z).sum(1) - (p * p).sum(1)).clamp(min=0)
+        return ((p * p / self.thumb_var).sum(1) + off / self.thumb_residual).sqrt()
+
+    def thumb_margins(self, features: Tensor) -> Tensor:
+        """[B, 2]: as :meth:`layout_margins`, from the thumbnails: own distance minus that of the
+        inverted thumbnail, and minus the smallest of the three turned ones."""
+        own = features[:, THUMB_AT:THUMB_AT + N_THUMB]
+        square = own.reshape(-1, THUMB, THUMB)
+        turned = [self.thumb_distance(square.rot90(k, (1, 2)).flatten(1)) for k in (1, 2, 3)]
+        d = self.thumb_distance(own)
+        inverted = self.thumb_distance(features[:, THUMB_AT + N_THUMB:THUMB_AT + 2 * N_THUMB])
+        return torch.stack([d - inverted, d - torch.stack(turned).amin(dim=0)], dim=1)
 
     @torch.no_grad()
     def check(self, features: Tensor) -> list[InputCheck]:
@@ -356,8 +409,9 @@ def config_from_dict(data: dict) -> InputCheckConfig:
     """:class:`InputCheckConfig` from its JSON form (unknown keys are ignored)."""
     known = {f.name for f in fields(InputCheckConfig)}
     values = {k: v for k, v in data.items() if k in known}
-    if "classes" in values:
-        values["classes"] = tuple(values["classes"])
+    for key in ("classes", "thumb_weights"):
+        if key in values:
+            values[key] = tuple(values[key])
     return InputCheckConfig(**values)
 
 

@@ -17,7 +17,10 @@ from PIL import Image
 
 from crrg.input_check import (
     INPUT_CLASSES,
+    N_THUMB,
     REASONS,
+    THUMB,
+    THUMB_AT,
     WARNINGS,
     InputCheckConfig,
     InputChecker,
@@ -33,6 +36,7 @@ from crrg.input_check import (
     robust_stats,
     save_checker,
     status,
+    thumbnails,
     verdict,
 )
 from crrg.pipeline import Pipeline
@@ -47,7 +51,7 @@ TRAINED = ROOT / "runs" / "input_check"
 def test_features_and_checker_shapes_and_round_trip(tmp_path: Path) -> None:
     images = torch.randn(3, 1, 64, 64)
     x = input_features(torch.randn(3, 256), torch.rand(3, 29), images)
-    assert x.shape == (3, 256 + 29 + 8 + 9 + 13 + 4 * (9 + 13))
+    assert x.shape == (3, 256 + 29 + 8 + 9 + 13 + 4 * (9 + 13) + 2 * 16 * 16)
     for dim in (293, 302):  # checkers from before the robust / orientation statistics still read theirs
         old = InputChecker(InputCheckConfig(feature_dim=dim))
         assert torch.allclose(old(x), old(x[:, :dim])) and len(old.check(x)) == 3
@@ -153,6 +157,34 @@ def test_orientation_stats_see_turns_and_the_layout_rule_refuses_them(tmp_path: 
     loaded = load_checker(tmp_path / "ic")
     assert loaded.config == cfg and torch.allclose(loaded.layout_margins(x), checker.layout_margins(x))
     assert all(c.ok for c in checker.check(torch.cat([inverted, turned])[:, :315]))  # no copies: no layout rule
+
+
+def test_thumbnail_model_sees_turned_and_inverted_films_and_travels_with_the_checker(tmp_path: Path) -> None:
+    """The eigen-radiograph thumbnails: fitted on upright films only, a turned or inverted copy's
+    own thumbnail is farther from them than its upright (positive) copy; a film's thumbnail turned
+    is the turned film's thumbnail; the model is saved with the checker and adds to the margins."""
+    from train.train_input_check import CalibrationRule, fit_layout
+
+    small = pooled(torch.cat([_chest(128, seed) for seed in range(100)]))
+    x = torch.cat([torch.zeros(100, 256 + 29 + 8), pixel_features(small)], dim=1)
+    assert torch.allclose(thumbnails(small.rot90(1, (1, 2)))[:, :N_THUMB].reshape(-1, THUMB, THUMB),
+                          thumbnails(small)[:, :N_THUMB].reshape(-1, THUMB, THUMB).rot90(1, (1, 2)), atol=1e-5)
+    checker = InputChecker(InputCheckConfig(hidden_dim=0, threshold=0.0, layout=True, thumb_components=8))
+    fit_layout(checker, x[:80], x[80:], CalibrationRule())
+    assert all(w > 0 for w in checker.config.thumb_weights)
+    fresh = small[80:]
+    copies = [pixel_features(c) for c in (inverted_pixels(fresh), fresh.rot90(1, (1, 2)), fresh.flip(1))]
+    margins = [checker.thumb_margins(torch.cat([torch.zeros(20, 256 + 29 + 8), c], dim=1)) for c in copies]
+    upright = checker.thumb_margins(x[80:])
+    assert (upright < 0).all()  # no copy of an upright film is nearer the radiographs than the film
+    assert (margins[0][:, 0] > 0).all() and (margins[1][:, 1] > 0).all() and (margins[2][:, 1] > 0).all()
+    stats_only = checker.layout_margins(x[80:, :THUMB_AT])
+    assert torch.allclose(checker.layout_margins(x[80:]),
+                          stats_only + upright * torch.tensor(checker.config.thumb_weights), atol=1e-4)
+    save_checker(checker, tmp_path / "ic")
+    loaded = load_checker(tmp_path / "ic")
+    assert loaded.config == checker.config and isinstance(loaded.config.thumb_weights, tuple)
+    assert torch.allclose(loaded.layout_margins(x), checker.layout_margins(x))
 
 
 def test_verdict_reasons() -> None:

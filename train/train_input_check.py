@@ -20,9 +20,12 @@ Thresholds, chosen on validation images (:class:`CalibrationRule`): P(radiograph
 below 0.5 warns (unsure: a real film there costs a note, not a re-run); the Mahalanobis distance
 of the CLIP embedding to the training radiographs (Ledoit-Wolf Gaussian) warns beyond 1.1 x their
 99.5th percentile and refuses beyond 1.5 x their largest; the layout rule (:func:`fit_layout`, a
-Gaussian of the training radiographs' robust + orientation statistics: is the image's inverted or
-turned copy more typical of radiographs than the image?) refuses beyond the validation
-radiographs' largest margin + 1 and warns beyond their 99.5th percentile. The layout rule is fitted
+Gaussian of the training radiographs' robust + orientation statistics, plus the eigen-radiograph
+model of their 16 px thumbnails (:func:`fit_thumbs`), weighted to the same spread: is the image's
+inverted or turned copy more typical of radiographs than the image?) refuses beyond the
+validation radiographs' 99.5th percentile margin + 2.5 and warns beyond their 99.5th percentile
+(not their largest + 1, as before the thumbnails: a few odd validation films set that, and it let
+a quarter of the rotated films through when the rotated kind was left out). The layout rule is fitted
 on radiographs only, so it also holds when the inverted or rotated kind is left out of training. Besides the
 val / test rates, ``metrics.json`` holds: refusals and warnings of real radiographs per source,
 per reason and per kind of input (RGB, size, covid_anatomy films with lines / tubes / electrodes,
@@ -59,6 +62,8 @@ from crrg.input_check import (
     LAYOUT_AT,
     N_LAYOUT,
     N_STATS,
+    N_THUMB,
+    THUMB_AT,
     TRANSFORMS_AT,
     InputCheckConfig,
     InputChecker,
@@ -67,6 +72,7 @@ from crrg.input_check import (
     pooled,
     reason_key,
     save_checker,
+    standardised,
     status,
 )
 from crrg.pipeline import load, prepare
@@ -293,14 +299,16 @@ class FitConfig:
     weight_decay: float = 1e-3
     hidden_dim: int = 64
     seed: int = 0
+    thumb_components: int = 20  # eigen-radiograph components of the thumbnail layout model (0: none)
 
 
 def fit(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cfg: FitConfig) -> InputChecker:
     """A checker trained by class-balanced cross-entropy on ``x[rows]`` (class indices ``y``), eval mode."""
     torch.manual_seed(cfg.seed)
     layout = x.shape[1] > TRANSFORMS_AT  # features with the transformed copies' statistics
+    thumbs = cfg.thumb_components if x.shape[1] >= THUMB_AT + 2 * N_THUMB else 0
     checker = InputChecker(InputCheckConfig(feature_dim=min(x.shape[1], TRANSFORMS_AT), hidden_dim=cfg.hidden_dim,
-                                            layout=layout))
+                                            layout=layout, thumb_components=thumbs))
     opt = torch.optim.AdamW(checker.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     counts = torch.bincount(y[rows], minlength=len(INPUT_CLASSES)).float().clamp(min=1)
@@ -329,7 +337,8 @@ class CalibrationRule:
     ood_warn_quantile: float = 0.995  # distance warning: this quantile of their distances x 1.1
     ood_refuse_factor: float = 1.5  # distance refusal: their largest distance x this
     layout_warn_quantile: float = 0.995  # layout margin warning: this quantile of theirs
-    layout_refuse_slack: float = 1.0  # layout margin refusal: their largest margin + this
+    layout_refuse_quantile: float = 0.995  # layout margin refusal: this quantile of theirs (1: largest) ...
+    layout_refuse_slack: float = 2.5  # ... + this
 
 
 def fit_layout(checker: InputChecker, train: torch.Tensor, val: torch.Tensor, rule: CalibrationRule) -> None:
@@ -345,10 +354,13 @@ def fit_layout(checker: InputChecker, train: torch.Tensor, val: torch.Tensor, ru
     checker.layout_mean.copy_(mean.float())
     checker.layout_scale.copy_(scale.float())
     checker.layout_precision.copy_(torch.as_tensor(lw.precision_, dtype=torch.float32))
+    cfg = checker.config
+    if cfg.thumb_components:
+        fit_thumbs(checker, train, val)
     with torch.no_grad():
         margins = checker.layout_margins(val).numpy()  # [N, 2]: inverted, rotated
-    cfg = checker.config
-    refuse = margins.max(axis=0) + rule.layout_refuse_slack
+
+    refuse = np.quantile(margins, rule.layout_refuse_quantile, axis=0) + rule.layout_refuse_slack
     warn = np.quantile(margins, rule.layout_warn_quantile, axis=0)
     cfg.layout_inverted_threshold, cfg.layout_rotated_threshold = (float(v) for v in refuse)
     cfg.layout_inverted_warn, cfg.layout_rotated_warn = (float(v) for v in warn)
@@ -367,6 +379,26 @@ def fit_ood(checker: InputChecker, train: torch.Tensor, val: torch.Tensor, rule:
         d = checker.distance(val).numpy()
     checker.config.ood_warn_threshold = float(np.quantile(d, rule.ood_warn_quantile) * 1.1)
     checker.config.ood_threshold = float(d.max() * rule.ood_refuse_factor)
+
+
+def fit_thumbs(checker: InputChecker, train: torch.Tensor, val: torch.Tensor) -> None:
+    """The eigen-radiograph model of the training radiographs' standardised thumbnails (mean, the
+    leading principal components and their variances, the mean residual variance off them), and
+    the weights that give its validation margins the spread of the layout statistics' margins."""
+    k = checker.config.thumb_components
+    z = standardised(train[:, THUMB_AT:THUMB_AT + N_THUMB].double())
+    mean = z.mean(0)
+    _, s, v = torch.linalg.svd(z - mean, full_matrices=False)
+    var = s ** 2 / (len(z) - 1)
+    checker.thumb_mean.copy_(mean.float())
+    checker.thumb_basis.copy_(v[:k].float())
+    checker.thumb_var.copy_(var[:k].float())
+    checker.thumb_residual.fill_(float(var[k:].sum() / (z.shape[1] - k)))
+    checker.config.thumb_weights = (1.0, 1.0)
+    with torch.no_grad():
+        stats = checker.layout_margins(val[:, :THUMB_AT]).numpy()  # the layout statistics' margins alone
+        thumbs = checker.thumb_margins(val).numpy()
+    checker.config.thumb_weights = tuple(float(w) for w in stats.std(0) / (thumbs.std(0) + 1e-6))
 
 
 def calibrate(checker: InputChecker, x: torch.Tensor, positive: np.ndarray, train: np.ndarray,
