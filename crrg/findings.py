@@ -10,6 +10,8 @@ labels; its sentences never name a location.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -114,6 +116,18 @@ class ImageFindings(nn.Module):
     def forward(self, pooled: Tensor) -> Tensor:
         return self.mlp(self.norm(pooled))
 
+    def subset(self, findings: Sequence[str]) -> "ImageFindings":
+        """A copy that outputs only ``findings`` (same inputs and weights; the output layer's
+        rows of the others removed), e.g. to ship only the findings that passed validation."""
+        rows = [self.config.findings.index(f) for f in findings]
+        out = ImageFindings(dataclasses.replace(self.config, findings=tuple(findings)))
+        state = {k: v.clone() for k, v in self.state_dict().items()}
+        last = [k for k in state if k.startswith("mlp.")][-2:]  # the output layer's weight and bias
+        for k in last:
+            state[k] = state[k][rows]
+        out.load_state_dict(state)
+        return out.to(next(self.parameters()).dtype).train(self.training)
+
 
 @dataclass
 class GroundingConfig:
@@ -122,6 +136,10 @@ class GroundingConfig:
     region_thresholds: dict[str, float] = field(
         default_factory=lambda: {f: 0.5 for f in REGION_FINDINGS})
     image_thresholds: dict[str, float] = field(default_factory=lambda: {f: 0.5 for f in IMAGE_FINDINGS})
+    #: finding -> share: a region above threshold is named only when its probability is at least
+    #: this share of the image's highest for the finding (opacity on a one-sided film: the clear
+    #: side scores above threshold, but well below the affected side); absent or 0: every region
+    region_relative: dict[str, float] = field(default_factory=dict)
     #: keep the decoder's own finding sentences for regions the abnormality head flags: only for
     #: models whose abnormality head learned region-level truth for every region it reports
     #: (paired MIMIC-CXR + Chest ImaGenome training); the open-data default model keeps it off

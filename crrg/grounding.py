@@ -192,8 +192,10 @@ def device_text(regions: Sequence[str], probs: Mapping[str, float]) -> str:
     return f"A support device projects over the {join_regions([p[2] for p in chosen])}."
 
 
-def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list[tuple[Sentence, str]]:
-    """(sentence, impression item) per region-level finding."""
+def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float],
+                      relative: Mapping[str, float]) -> list[tuple[Sentence, str]]:
+    """(sentence, impression item) per region-level finding: the regions at or above its
+    threshold and at or above ``relative[finding]`` times the highest of them."""
     out = []
     for finding, probs in ev.region_findings.items():
         threshold = thresholds.get(finding, 0.5)
@@ -201,6 +203,8 @@ def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> lis
                 if ev.detected[REGION_INDEX[r]] and probs[REGION_INDEX[r]] >= threshold]
         if not hits:
             continue
+        top = max(float(probs[i]) for i in hits)
+        hits = [i for i in hits if float(probs[i]) >= relative.get(finding, 0.0) * top]
         if finding in SINGLE_REGION:
             hits = [max(hits, key=lambda i: probs[i])]
         names = tuple(r for r in REGION_INDEX if REGION_INDEX[r] in hits)
@@ -347,10 +351,11 @@ def impression(items: Sequence[tuple[Sentence, str]]) -> str:
 
 def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = None,
             image_thresholds: Mapping[str, float] | None = None, abnormal_threshold: float = 0.5,
-            decoder_findings: bool = False) -> Composed:
-    """The report's sentences with evidence, report order, and its impression (see the module doc)."""
+            decoder_findings: bool = False, region_relative: Mapping[str, float] | None = None) -> Composed:
+    """The report's sentences with evidence, report order, and its impression (see the module doc);
+    ``region_relative``: :attr:`crrg.findings.GroundingConfig.region_relative`."""
     dropped: list[tuple[str, str]] = []
-    found = _region_sentences(ev, region_thresholds or {})
+    found = _region_sentences(ev, region_thresholds or {}, region_relative or {})
     localised = {s.finding for s, _ in found}
     images = [s for s in _image_sentences(ev, image_thresholds or {}) if s.finding not in localised or not s.finding]
     measured_regions = {r for s in ev.measurements for r in s.regions[:1]}  # e.g. the heart

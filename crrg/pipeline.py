@@ -252,9 +252,7 @@ class Pipeline:
         out = m.detector.infer(batch, backbone_batch=self.backbone_batch, body=self._body.get())
         embedding = feature_map = None
         if m.fusion is not None or m.image_findings is not None or m.input_check is not None:
-            trunk = None if self._trunk is None else self._trunk.get()
-            parts = [m.clip.encode_image_map(chunk, trunk) for chunk in batch.split(self.backbone_batch or len(batch))]
-            embedding, feature_map = (torch.cat(x) for x in zip(*parts))  # [B, E], CLIP tower map
+            embedding, feature_map = self.embed(batch)
         fused = m.head_inputs(batch, out.features, embedding)  # [B, 29, D]
         detected = out.detected
         crops = None
@@ -274,6 +272,16 @@ class Pipeline:
             finding_names=tuple(m.findings.config.findings) if m.findings is not None else (),
             image_finding_names=tuple(m.image_findings.config.findings) if m.image_findings is not None else (),
         )
+
+    @torch.inference_mode()
+    def embed(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CLIP image tower over a [B, 1, S, S] batch, as :meth:`detect` runs it: the image
+        embedding [B, E] (what zero-shot prompts are scored against) and the tower's feature map."""
+        trunk = None if self._trunk is None else self._trunk.get()
+        parts = [self.model.clip.encode_image_map(chunk, trunk)
+                 for chunk in batch.split(self.backbone_batch or len(batch))]
+        embedding, feature_map = (torch.cat(x) for x in zip(*parts))
+        return embedding, feature_map
 
     def _finding_probs(self, fused: torch.Tensor, crops: torch.Tensor | None, embedding: torch.Tensor | None,
                        detected: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -339,7 +347,7 @@ class Pipeline:
                                  image_findings=found.image_findings_of(b),
                                  generated=written, measurements=measured)
         composed = compose(evidence, grounding.region_thresholds, grounding.image_thresholds,
-                           self.config.abnormal_threshold, grounding.decoder_findings)
+                           self.config.abnormal_threshold, grounding.decoder_findings, grounding.region_relative)
         return Composition(composed, {"cardiothoracic_ratio": ratio})
 
     def calibrated_zero_shot(self, probs: torch.Tensor) -> torch.Tensor:

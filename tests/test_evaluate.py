@@ -297,7 +297,7 @@ def test_evaluate_end_to_end(prepared_dir: Path, weights: Path, tmp_path: Path) 
     assert m["abnormality"]["pooled"]["n"] > 0
     assert set(m["selection"]["common_regions"]) == {"right lung", "left lung"}
     for task, zs in m["zero_shot"].items():
-        assert _auc_ok(zs) and 0.0 <= zs["accuracy"] <= 1.0
+        assert _auc_ok(zs) and 0.0 <= zs["accuracy"] <= 1.0 and 0.0 <= zs["ece"] <= 1.0
         assert (out / zs["roc_png"]).is_file() and zs["roc_png"] == f"roc_{task}.png"
     rep = m["reports"]
     assert rep["n_reports"] == 5 and 0.0 <= rep["micro_f1"] <= 1.0 and rep["by_source"]

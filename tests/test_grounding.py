@@ -205,3 +205,23 @@ def test_finding_labels_from_a_nodule_position(tmp_path) -> None:
     target, known = labeler(normal, boxes)
     assert known[:, j].sum() == len(LUNG_ZONES) and target.sum() == 0
     np.testing.assert_array_equal(known[:, REGION_FINDINGS.index("support device")].numpy().any(), True)
+
+
+def test_region_relative_names_only_zones_near_the_images_highest() -> None:
+    """Opacity on one side: the clear side's zone is above threshold but far below the affected
+    side's; with a relative share it is not named, and the evidence follows the text."""
+    opacity = _probs({"right lower lung zone": 0.9, "right mid lung zone": 0.6, "left lower lung zone": 0.45})
+    ev = _evidence(region_findings={"nodule": _probs({}), "opacity": opacity, "support device": _probs({})})
+    thresholds = {"nodule": 0.5, "opacity": 0.4, "support device": 0.5}
+
+    def opacity_regions(relative):
+        out = compose(ev, thresholds, region_relative=relative)
+        (sentence,) = [s for s in out.sentences if s.finding == "opacity"]
+        assert not unsupported_locations(sentence.text, sentence.regions, sentence.evidence.kind)
+        return set(sentence.regions)
+
+    both = {"right lower lung zone", "right mid lung zone", "left lower lung zone"}
+    assert opacity_regions(None) == both
+    assert opacity_regions({"opacity": 0.6}) == {"right lower lung zone", "right mid lung zone"}
+    assert opacity_regions({"opacity": 0.9}) == {"right lower lung zone"}
+    assert opacity_regions({"nodule": 0.9}) == both  # another finding's share changes nothing

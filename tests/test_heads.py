@@ -87,12 +87,10 @@ def test_thresholds_and_binary_scores_on_known_inputs() -> None:
     assert (probs.max(1) >= t).mean() <= 0.10 and (probs.max(1) >= t - 0.01).mean() > 0.10
 
 
-def test_keep_outputs_cuts_a_head_to_the_named_findings() -> None:
-    from train.train_heads import keep_outputs
-
+def test_subset_cuts_a_head_to_the_named_findings() -> None:
     torch.manual_seed(0)
     full = ImageFindings(ImageFindingsConfig(embed_dim=8, inputs=("embedding",), findings=("pneumonia", "edema", "mass"))).eval()
-    cut = keep_outputs(full, ("pneumonia", "mass"))
+    cut = full.subset(("pneumonia", "mass"))
     x = torch.randn(5, 8)
     assert cut.config.findings == ("pneumonia", "mass")
     assert torch.allclose(cut(x), full(x)[:, [0, 2]])

@@ -3,6 +3,7 @@ the feature cache, and the metrics merge that feeds the model card."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -64,3 +65,29 @@ def test_merge_puts_every_section_where_the_card_reads_it() -> None:
     assert out["measurements"]["cardiothoracic_ratio"]["mae"] == 0.02
     assert out["input_check"]["test"]["negatives_flagged"] == 1.0
     assert out["calibration"]["abnormality"]["ece_after"] == 0.01
+
+
+def test_carry_keeps_the_previous_runs_sections_and_renews_zero_shot_calibration(tmp_path) -> None:
+    from train.merge_metrics import carry, main
+
+    previous = {"calibration": {"abnormality": {"ece_after": 0.1},
+                                "zero_shot.pneumonia": {"params": {"temperature": 1.06}}},
+                "input_check": {"refused": 0.002}, "report_quality": {"after": {}}, "zero_shot": {"old": 1}}
+    evaluation = {"zero_shot": {"pneumonia_vs_normal": {"label": "pneumonia", "n": 10, "ece": 0.05}},
+                  "report_quality": {"after": {"new": True}}}
+    text = {"zero_shot_temperature": {"params": {"temperature": 0.88}, "ece_before": 0.2, "ece_after": 0.04}}
+    out = carry(json.loads(json.dumps(evaluation)), previous, "old/metrics.json", text)
+    assert out["input_check"] == {"refused": 0.002}
+    assert out["report_quality"] == {"after": {"new": True}}  # the evaluation's own section wins
+    assert out["zero_shot"] == evaluation["zero_shot"]
+    assert out["calibration"]["abnormality"] == {"ece_after": 0.1}
+    assert out["calibration"]["zero_shot.pneumonia"]["params"] == {"temperature": 0.88}
+    assert out["calibration"]["zero_shot.pneumonia"]["ece_after"] == 0.05
+    assert sorted(out["carried"]["sections"]) == ["calibration", "input_check"]
+    paths = {}
+    for name, data in (("eval", evaluation), ("prev", previous), ("text", text)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(data))
+    main([str(paths["eval"]), "--carry", str(paths["prev"]), "--text-tower", str(paths["text"])])
+    merged = json.loads(paths["eval"].read_text())
+    assert merged["text_tower"] == text and merged["input_check"] == {"refused": 0.002}

@@ -9,7 +9,9 @@ Two kinds of module, kept apart (``tests/test_code_shape.py`` checks it):
   (stage 3), ``pretrain_lm``, ``train_clip``, ``cache_features`` + ``train_heads`` (evidence heads,
   calibration), ``train_input_check``, ``assemble`` (one model folder), ``evaluate`` (held-out
   metrics.json), ``nlg_eval`` (note-pair NLG alone), ``merge_metrics``, ``validate_measurements``,
-  ``report_quality``, ``sentence_coverage``.
+  ``report_quality``, ``sentence_coverage``, ``gate_findings`` (the within-source gate on a
+  finished model), ``train_text_tower`` (CLIP's text tower on frozen image embeddings), ``tune_grounding`` (the
+  opacity relative share on validation).
 - **helpers** (imported by the scripts and by each other):
   ``preparation`` (reading the datasets into the prepared folder, its formats), ``datasets``
   (the prepared folder as datasets), ``targets`` (region targets, sentences), ``finding_labels``,
@@ -17,5 +19,6 @@ Two kinds of module, kept apart (``tests/test_code_shape.py`` checks it):
   ``checkpoint``, ``distributed``, ``plots``, ``region_losses`` (stage-2 head losses),
   ``feature_cache`` / ``heads_data`` / ``fit_heads`` (evidence-head data and fitting),
   ``negatives`` and ``source_augment`` (input-check data), ``note_pairs`` / ``note_nlg``
-  (note-pair NLG), ``eval_grounding`` (grounding metrics).
+  (note-pair NLG), ``eval_grounding`` (grounding metrics), ``report_gate`` (which image-level
+  findings a report may state).
 """

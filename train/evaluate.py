@@ -33,7 +33,8 @@ Without ``--prepared`` the data under ``--data`` is prepared into ``OUT/prepared
 - ``counts``, ``timings_s``, ``seconds_per_image`` (detector + heads + CLIP, loading included),
   ``seconds_per_report`` (decoding), ``weights``, ``variant``, ``options``, ``disclaimer``.
 
-``--limit N`` keeps a seeded random N test images per source (quick runs); AUCs that are
+``--limit N`` keeps a seeded random N test images per source (quick runs), ``--sources`` only
+the named sources' images (e.g. to choose a setting on NIH's validation images); AUCs that are
 undefined (one class) are written as null with a ``note``.
 
 Inference runs the stages of :class:`crrg.pipeline.Pipeline` itself (``prepare``, ``detect``,
@@ -65,6 +66,7 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from crrg import DISCLAIMER
+from crrg.calibration import expected_calibration_error
 from crrg.images import ImageError, load_image
 from crrg.labels import CHEXPERT, FINDINGS
 from crrg.metrics import (binary_metrics, chexpert_reference, compute_classification, compute_clinical,
@@ -79,7 +81,7 @@ from train.heads_data import image_finding_target, predicted_boxes
 from train.finding_labels import FindingLabeler
 from train.datasets import PreparedData, merge_records
 from train.targets import common_regions, paired_sentences, region_targets
-from train.tasks import ZERO_SHOT_TASKS, zero_shot_target
+from train.tasks import NIH_ZERO_SHOT, ZERO_SHOT_TASKS, zero_shot_target
 
 logger = logging.getLogger("train.evaluate")
 
@@ -98,6 +100,7 @@ class EvalOptions:
     nlg_metrics: tuple[str, ...] = SCORERS
     common_threshold: float = 0.3  # as train.train_detector / train.train_decoder
     split: str = "test"  # "val" to choose settings without looking at the test split
+    sources: tuple[str, ...] | None = None  # only these sources' images (None: every source)
 
 
 @dataclass
@@ -119,11 +122,12 @@ class Outputs:
 
 
 # ------------------------------------------------------------------------------ data
-def test_records(prepared: PreparedData, limit: int | None, seed: int, split: str = "test"
-                 ) -> list[dict[str, Any]]:
-    """Images of ``split`` (regions.jsonl and images.jsonl joined), at most ``limit`` per source."""
+def test_records(prepared: PreparedData, limit: int | None, seed: int, split: str = "test",
+                 sources: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Images of ``split`` (regions.jsonl and images.jsonl joined), at most ``limit`` per source,
+    of ``sources`` only when given."""
     records = [r for r in merge_records(prepared.regions(split), prepared.images(split))
-               if r.get("split") == split]
+               if r.get("split") == split and (sources is None or r["source"] in sources)]
     if limit is None:
         return records
     by_source: dict[str, list[int]] = defaultdict(list)
@@ -347,16 +351,13 @@ def zero_shot_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outp
         y, s = [p[0] for p in pairs], [p[1] for p in pairs]
         metrics = _noted(binary_metrics(y, s))
         metrics.update(label=label, source=source)
+        if y:  # calibration of the probability the pipeline returns (temperature-scaled)
+            metrics["ece"] = expected_calibration_error(s, y).ece
         if 0 < sum(y) < len(y):
             path = roc_curve_png(y, s, out_dir / f"roc_{task}.png", title=f"{task} ({source} test)")
             metrics["roc_png"] = path.name
         result[task] = metrics
     return result
-
-
-#: NIH findings scored zero-shot on the NIH test split (CheXzero style "{label}" vs "no {label}")
-NIH_ZERO_SHOT: tuple[str, ...] = ("pneumonia", "cardiomegaly", "pleural effusion", "atelectasis", "edema",
-                                  "pneumothorax", "consolidation", "infiltration", "nodule", "mass")
 
 
 def nih_zero_shot_metrics(records: Sequence[dict[str, Any]], outputs: dict[str, Outputs]) -> dict[str, Any]:
@@ -586,7 +587,7 @@ def evaluate(weights: str, prepared: PreparedData, out: Path, options: EvalOptio
     labels = list(dict.fromkeys([*(t.label for t in ZERO_SHOT_TASKS), *NIH_ZERO_SHOT]))  # softmax is per label
     if opts.split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val' (never train), got {opts.split!r}")
-    records = test_records(prepared, opts.limit, opts.seed, opts.split)
+    records = test_records(prepared, opts.limit, opts.seed, opts.split, opts.sources)
     paired_text = [r for r in records if r.get("text_kind") == "report" and r.get("text")]
     sample = stratified_sample([r for r in records if r.get("labels")], opts.report_limit, opts.seed)
     keep = list(dict.fromkeys(r["image"] for r in [*sample, *paired_text]))  # ordered: same batches
@@ -661,6 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most N test images per source")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="held-out split to evaluate (val: for choosing settings; report test)")
+    p.add_argument("--sources", nargs="+", default=None, metavar="SOURCE",
+                   help="only these sources' images (e.g. nih_cxr14 jsrt_scr; default: all)")
     p.add_argument("--report-limit", type=int, default=300, help="labelled test images given a report")
     p.add_argument("--examples", type=int, default=4, help="example overlays written to OUT/examples")
     p.add_argument("--batch-size", type=int, default=8, help="images per detector / CLIP batch")
@@ -693,7 +696,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prepared = PreparedData(folder, data_root=args.data)
     options = EvalOptions(limit=args.limit, report_limit=args.report_limit, examples=args.examples,
                           batch_size=args.batch_size, seed=args.seed,
-                          nlg_metrics=tuple(args.nlg_metrics), split=args.split)
+                          nlg_metrics=tuple(args.nlg_metrics), split=args.split,
+                          sources=tuple(args.sources) if args.sources else None)
     metrics = evaluate(args.weights, prepared, args.out, options, device=args.device)
     logger.info("wrote %s in %.1f s (%.3f s per image)", args.out / "metrics.json",
                 metrics["timings_s"]["total"], metrics["seconds_per_image"])

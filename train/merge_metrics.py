@@ -9,6 +9,12 @@ sampling / augmentation variant, the chosen one's test figures, in-source per-so
 zero-shot per source), ``calibration`` (ECE before / after per task), ``region_findings``
 (thresholds), ``input_check`` and ``measurements`` (``cardiothoracic_ratio``: the test-split CTR
 error of the detector's boxes against the masks).
+
+A model that changed only what those runs do not measure (the text tower, the report gate, a
+grounding setting) keeps their figures: ``--carry PREVIOUS/metrics.json`` copies the sections the
+new evaluation lacks (and says so under ``carried``); ``--source-gate``, ``--text-tower`` and
+``--grounding-tuning`` add the figures of ``train.gate_findings``, ``train.train_text_tower`` and
+``train.tune_grounding``.
 """
 
 from __future__ import annotations
@@ -50,16 +56,56 @@ def merge(metrics: dict[str, Any], heads: dict[str, Any], augmented: dict[str, A
     return metrics
 
 
+CARRIED = ("cross_source", "calibration", "region_findings", "input_check", "measurements", "report_quality")
+
+
+def carry(metrics: dict[str, Any], previous: dict[str, Any], source: str,
+          text_tower: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy :data:`CARRIED` sections the evaluation lacks from ``previous`` (a metrics.json of the
+    same towers and heads); with ``text_tower``, the zero-shot calibration entries are replaced by
+    the new temperature's (test ECE from the evaluation, validation ECE from the run)."""
+    copied = [k for k in CARRIED if k in previous and k not in metrics]
+    metrics.update({k: previous[k] for k in copied})
+    if text_tower is not None and "calibration" in copied:
+        calibration = {k: v for k, v in metrics["calibration"].items() if not k.startswith("zero_shot.")}
+        for task in metrics["zero_shot"].values():
+            calibration[f"zero_shot.{task['label']}"] = {
+                "method": "temperature (one for all prompts)", "params": text_tower["zero_shot_temperature"]["params"],
+                "n_test": task["n"], "ece_after": task.get("ece"),
+                "val_ece_before": text_tower["zero_shot_temperature"]["ece_before"],
+                "val_ece_after": text_tower["zero_shot_temperature"]["ece_after"]}
+        metrics["calibration"] = calibration
+    metrics["carried"] = {"from": source, "sections": copied,
+                          "note": "figures of runs this model did not redo (its towers and heads' weights are those "
+                                  "of the model they were measured on)"}
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("metrics", type=Path)
-    parser.add_argument("--heads", type=Path, required=True)
+    parser.add_argument("--heads", type=Path, default=None)
     parser.add_argument("--heads-augmented", type=Path, default=None)
     parser.add_argument("--input-check", type=Path, default=None)
     parser.add_argument("--measurements", type=Path, default=None)
+    parser.add_argument("--carry", type=Path, default=None, help="the previous model's metrics.json")
+    parser.add_argument("--source-gate", type=Path, default=None, help="train.gate_findings source_gate.json")
+    parser.add_argument("--text-tower", type=Path, default=None, help="train.train_text_tower metrics.json")
+    parser.add_argument("--grounding-tuning", type=Path, default=None, help="train.tune_grounding output")
     args = parser.parse_args(argv)
-    metrics = merge(json.loads(args.metrics.read_text()), json.loads(args.heads.read_text()),
-                    _read(args.heads_augmented), _read(args.input_check), _read(args.measurements))
+    if args.heads is None and args.carry is None:
+        parser.error("give --heads (a heads run) or --carry (the previous model's metrics.json)")
+    metrics = json.loads(args.metrics.read_text())
+    if args.heads is not None:
+        metrics = merge(metrics, json.loads(args.heads.read_text()), _read(args.heads_augmented),
+                        _read(args.input_check), _read(args.measurements))
+    text_tower = _read(args.text_tower)
+    if args.carry is not None:
+        metrics = carry(metrics, json.loads(args.carry.read_text()), str(args.carry), text_tower)
+    for key, path in (("source_gate", args.source_gate), ("text_tower", args.text_tower),
+                      ("grounding_tuning", args.grounding_tuning)):
+        if path is not None:
+            metrics[key] = json.loads(path.read_text())
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
 
 

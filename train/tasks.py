@@ -23,6 +23,10 @@ ZERO_SHOT_TASKS: tuple[ZeroShotTask, ...] = (
     ZeroShotTask("nodule_vs_none", "nodule", "jsrt_scr"),
 )
 
+#: the NIH ChestX-ray14 findings whose zero-shot AUC the evaluation reports on NIH images
+NIH_ZERO_SHOT: tuple[str, ...] = ("pneumonia", "cardiomegaly", "pleural effusion", "atelectasis", "edema",
+                                  "pneumothorax", "consolidation", "infiltration", "nodule", "mass")
+
 
 def zero_shot_target(labels: Mapping[str, Any], label: str) -> int | None:
     """1: ``label`` present; 0: a normal study (or ``label`` absent); None: anything else."""

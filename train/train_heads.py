@@ -53,13 +53,12 @@ from crrg.findings import (
 from train.datasets import PreparedData
 from train.fit_heads import HeadFitConfig, fit
 from train.heads_data import IMAGE_EXTRA, HeadData, build, concat
+from train.report_gate import MIN_REPORT_AUC, MIN_VAL_CASES, gate, source_scores
 from train.tasks import ZERO_SHOT_TASKS, zero_shot_target
 from train.feature_cache import load_features
 
 logger = logging.getLogger("train.train_heads")
 LOSO_SOURCES = ("covid_radiography", "kermany_pneumonia", "nih_cxr14")  # NIH: normals and abnormals of one hospital, never seen by the towers
-MIN_REPORT_AUC = 0.7  # an extra image-level finding is reported only above this validation AUC
-MIN_VAL_CASES = 5  # ... measured on at least this many validation positives and negatives
 EXTRA_SPECIFICITY = 0.95  # its threshold keeps 95 % of validation negatives without a sentence
 INPUT_CHOICES: dict[str, tuple[str, ...]] = {  # name -> inputs of the image-level head
     "whole_image": ("embedding",),
@@ -335,7 +334,7 @@ def image_level_step(data: HeadData, combined: HeadData | None, outcome: HeadsOu
     outcome.image_thresholds = {"pneumonia": threshold, **{f: outcome.image_thresholds[f] for f in kept}}
     outcome.calibration = dataclasses.replace(outcome.calibration,
                                               image_findings={"pneumonia": scaling, **scalings})
-    head = keep_outputs(head, ("pneumonia",) + kept)
+    head = head.subset(("pneumonia",) + kept)
     outcome.heads.update(image_findings=head.state_dict(), image_findings_config=asdict(head.config))
 
 
@@ -347,10 +346,13 @@ def specific_threshold(negative_probs: np.ndarray, specificity: float) -> float:
 def extra_findings(data: HeadData, logits: torch.Tensor, outcome: HeadsOutcome
                    ) -> tuple[tuple[str, ...], dict[str, Scaling], dict[str, Any]]:
     """Calibrate (Platt, validation), threshold (:data:`EXTRA_SPECIFICITY` on validation
-    negatives) and score each :data:`IMAGE_EXTRA` output; a finding is kept for reports when its
-    validation AUC is at least :data:`MIN_REPORT_AUC` with :data:`MIN_VAL_CASES` positives and
-    negatives. Sets ``outcome.image_thresholds`` of each; returns (kept, scalings, metrics)."""
+    negatives) and score each :data:`IMAGE_EXTRA` output; a finding is kept for reports when it
+    passes :func:`train.report_gate.gate`: validation AUC at least :data:`MIN_REPORT_AUC` within
+    every source that assesses it with :data:`MIN_VAL_CASES` positives and negatives (a pooled
+    AUC can come from telling the sources apart). Sets ``outcome.image_thresholds`` of each;
+    returns (kept, scalings, metrics)."""
     val, test = data.index("val"), data.index("test")
+    sources = np.array(data.sources)
     kept, scalings, metrics = [], {}, {}
     for j, finding in enumerate(IMAGE_EXTRA):
         lj, yj, kj = logits[:, j].numpy(), data.extra[:, j].numpy(), data.extra_known[:, j].numpy()
@@ -362,28 +364,16 @@ def extra_findings(data: HeadData, logits: torch.Tensor, outcome: HeadsOutcome
         scaling, outcome.ece[f"image.{finding}"] = calibrate((lj[v], yj[v]), (lj[t], yj[t]))
         p = apply(scaling, lj)
         threshold = specific_threshold(p[v][yj[v] == 0], EXTRA_SPECIFICITY)
-        val_auc = float(roc_auc_score(yj[v], p[v]))
-        ok = val_auc >= MIN_REPORT_AUC
-        metrics[finding] = {"kept": ok, "sources": list(IMAGE_EXTRA[finding]), "val_auc": val_auc,
+        decision = gate(finding, source_scores(yj[v], p[v], sources[v]))
+        metrics[finding] = {"kept": decision.kept, "sources": list(IMAGE_EXTRA[finding]),
+                            "val_auc": float(roc_auc_score(yj[v], p[v])), "source_gate": decision.to_json(),
                             "threshold": threshold, "val": binary_scores(yj[v], p[v], threshold),
                             "test": binary_scores(yj[t], p[t], threshold)}
         outcome.image_thresholds[finding] = threshold
-        if ok:
+        if decision.kept:
             kept.append(finding)
             scalings[finding] = scaling
     return tuple(kept), scalings, metrics
-
-
-def keep_outputs(head: ImageFindings, findings: tuple[str, ...]) -> ImageFindings:
-    """``head`` cut down to the outputs of ``findings`` (same inputs and weights)."""
-    rows = [head.config.findings.index(f) for f in findings]
-    out = ImageFindings(dataclasses.replace(head.config, findings=findings))
-    state = {k: v.clone() for k, v in head.state_dict().items()}
-    last = [k for k in state if k.startswith("mlp.")][-2:]  # the output layer's weight and bias
-    for k in last:
-        state[k] = state[k][rows]
-    out.load_state_dict(state)
-    return out.eval()
 
 
 def region_findings_step(data: HeadData, outcome: HeadsOutcome) -> None:
