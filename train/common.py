@@ -69,6 +69,22 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+CARD_FILES = ("README.md", "LICENSE.md", "metrics.json")
+
+
+def save_with_card(model: CRRGModel, base: str | Path, out: str | Path) -> None:
+    """``model.save_pretrained(out)`` keeping the card, licence and metrics of the model folder
+    ``base`` it was derived from (the card's front matter is refreshed, its body kept)."""
+    import shutil
+
+    base, out = Path(base), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in CARD_FILES:
+        if (base / name).is_file() and base.resolve() != out.resolve():
+            shutil.copy(base / name, out / name)
+    model.save_pretrained(out)
+
+
 def load_run_config(cls: type[C], stage: str, args: argparse.Namespace,
                     saved: dict[str, Any] | None = None) -> C:
     """The run config: the checkpoint's when resuming (keys renamed since it was written are

@@ -17,10 +17,10 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from crrg.model import CRRGModel
+from train.common import save_with_card
 from train.report_gate import GateDecision, gate_from_metrics
 
 logger = logging.getLogger("train.gate_findings")
@@ -66,11 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     for finding, decision in decisions.items():
         logger.info("%s: %s (%s)", finding, "kept" if decision.kept else "dropped", decision.reason)
     dropped = gate_model(model, decisions)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in ("README.md", "LICENSE.md", "metrics.json"):
-        if (args.weights / name).is_file() and args.weights.resolve() != args.out.resolve():
-            shutil.copy(args.weights / name, args.out / name)
-    model.save_pretrained(args.out)
+    save_with_card(model, args.weights, args.out)
     (args.out / "source_gate.json").write_text(json.dumps(
         {"val_metrics": str(args.val_metrics), "dropped": list(dropped),
          "decisions": {f: d.to_json() for f, d in decisions.items()}}, indent=2) + "\n")

@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import random
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,11 +49,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from crrg.calibration import apply, expected_calibration_error, fit_temperature_scaling, logit
+from crrg.calibration import apply, expected_calibration_error, fit_temperature_scaling
 from crrg.clip import CXRClip
 from crrg.clip_loss import info_nce_loss
 from crrg.labels import FINDINGS, UNREPORTED
 from crrg.model import CRRGModel
+from train.common import parse_overrides, save_with_card
 from train.datasets import PreparedData
 from train.tasks import NIH_ZERO_SHOT, ZERO_SHOT_TASKS, zero_shot_target
 
@@ -297,11 +297,7 @@ def write_model(model: CRRGModel, base: Path, out: Path, temperature: Any) -> No
     """``model`` with its zero-shot temperature as a model folder (base's card, licence, metrics)."""
     model.config = dataclasses.replace(model.config, calibration=dataclasses.replace(
         model.config.calibration, zero_shot=temperature))
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("README.md", "LICENSE.md", "metrics.json"):
-        if (base / name).is_file():
-            shutil.copy(base / name, out / name)
-    model.save_pretrained(out)
+    save_with_card(model, base, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -316,8 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
-    changes = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
-    cfg = TextTowerConfig(**changes)
+    cfg = TextTowerConfig(**parse_overrides(args.set))
     prepared = PreparedData(args.prepared, args.data)
     rows = embedding_rows(prepared)
     embeddings = cache_embeddings(args.weights, prepared, rows, args.out / "embeddings")
