@@ -113,3 +113,23 @@ def test_iu_normal_reports_keep_reports_without_an_abnormal_sentence(tmp_path: P
     (tmp_path / "sentences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert report_quality.iu_normal_reports(tmp_path) == {"test": ["Lungs clear. No effusion."],
                                                          "train": ["Lungs clear."]}
+
+
+def test_image_statements_count_per_source_and_group() -> None:
+    def line(source: str, labels: dict, findings: list[str]) -> dict:
+        sentences = [{"text": f"Findings suggest {f}.", "regions": [], "finding": f,
+                      "evidence": {"kind": "image", "probability": 0.9}} for f in findings]
+        sentences.append({"text": "There is an opacity in the right lower lung zone.", "regions": ["right lower lung zone"],
+                          "finding": "opacity", "evidence": {"kind": "region", "probability": 0.8}})
+        return {"source": source, "labels": labels, "sentences": sentences}
+
+    records = [line("kermany_pneumonia", {"pneumonia": 1, "no finding": 0}, ["pneumothorax", "edema"]),
+               line("kermany_pneumonia", {"pneumonia": 1, "no finding": 0}, ["pneumothorax"]),
+               line("kermany_pneumonia", {"no finding": 1}, []),
+               line("nih_cxr14", {"no finding": 1}, ["mass"]),
+               {"source": "jsrt_scr", "labels": None, "sentences": []}]  # unlabelled: not counted
+    out = report_quality.image_statements(records)
+    assert set(out) == {"kermany_pneumonia", "nih_cxr14"}
+    assert out["kermany_pneumonia"]["abnormal"] == {"reports": 2, "any": 2, "by_finding": {"edema": 1, "pneumothorax": 2}}
+    assert out["kermany_pneumonia"]["normal"] == {"reports": 1, "any": 0, "by_finding": {}}
+    assert out["nih_cxr14"]["normal"]["by_finding"] == {"mass": 1}  # region-level opacity never counted

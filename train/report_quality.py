@@ -39,6 +39,9 @@ Per report (targets 0 for the first five, on every image of every source; ``tota
   (the findings sentences, ``sentences`` of the JSON), ``mean_impression_words``,
   ``no_acute_impressions`` (reports whose impression is "No acute cardiopulmonary abnormality.").
 
+``image_statements``: per source, on its "No Finding" and its other labelled films, how many
+reports state each image-level finding (:func:`image_statements`).
+
 NLG, a style check and not a measure of accuracy: for the images whose report states no finding
 (no sentence with a ``finding``: the model calls them normal), the findings text (the sentences
 joined; not the impression, since the references are findings sections) is scored with
@@ -143,6 +146,30 @@ def quality(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "no_acute_impressions": no_acute}
 
 
+def image_statements(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per source, on its "No Finding" films (``normal``) and its other labelled films
+    (``abnormal``): reports, reports with any image-level finding statement, and per finding how
+    many state it. Shows where image-level heads fire on films of sources that never label the
+    finding (NIH's findings on another hospital's pneumonia films), which no AUC can score."""
+    out: dict[str, Any] = {}
+    for record in records:
+        labels = record.get("labels")
+        if not labels:
+            continue
+        group = "normal" if labels.get("no finding") == 1 else "abnormal"
+        said = sorted({s["finding"] for s in record.get("sentences") or []
+                       if s.get("finding") and s["evidence"]["kind"] == "image"})
+        entry = out.setdefault(record.get("source") or "unknown", {}).setdefault(
+            group, {"reports": 0, "any": 0, "by_finding": Counter()})
+        entry["reports"] += 1
+        entry["any"] += bool(said)
+        entry["by_finding"].update(said)
+    for groups in out.values():
+        for entry in groups.values():
+            entry["by_finding"] = dict(sorted(entry["by_finding"].items()))
+    return dict(sorted(out.items()))
+
+
 def iu_normal_reports(prepared: Path) -> dict[str, list[str]]:
     """{split: [report text]} of IU X-ray reports with no abnormal sentence (sentences in order)."""
     reports: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -201,7 +228,8 @@ def load_records(path: Path, prepared: Path) -> list[dict[str, Any]]:
                 continue  # a failed image
             key = next((k for k in _suffixes(record["image"]) if k in meta), None)
             info = meta.get(key, {})
-            records.append({**record, "source": info.get("source"), "split": info.get("split")})
+            records.append({**record, "source": info.get("source"), "split": info.get("split"),
+                            "labels": info.get("labels")})
     return records
 
 
@@ -224,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         by_source[record.get("source") or "unknown"].append(record)
     figures: dict[str, Any] = {"reports_file": str(args.reports), "all": quality(records),
                                "by_source": {s: quality(r) for s, r in sorted(by_source.items())},
-                               "splits": dict(Counter(r.get("split") for r in records))}
+                               "splits": dict(Counter(r.get("split") for r in records)),
+                               "image_statements": image_statements(records)}
     if not args.no_nlg:
         figures["nlg_normal_vs_iu_test_normal"] = nlg_style(records, args.prepared)
     args.out.parent.mkdir(parents=True, exist_ok=True)
