@@ -316,6 +316,10 @@ def test_limit_keeps_test_split_per_source_and_nlg_skips(prepared_dir: Path) -> 
     assert sorted(r["source"] for r in records) == sorted(
         ["kermany_pneumonia", "covid_radiography", "jsrt_scr", "iu_xray", "covid_lung_boxes"])
     assert ev.nlg_metrics([], {}, ["bleu"])["skipped"] is True
+    only = ev.test_records(prepared, None, 0, sources=("jsrt_scr", "kermany_pneumonia"))
+    assert {r["source"] for r in only} == {"jsrt_scr", "kermany_pneumonia"}
+    assert len(only) == sum(r["source"] in {"jsrt_scr", "kermany_pneumonia"} for r in ev.test_records(prepared, None, 0))
+    assert ev.build_parser().parse_args(["--weights", "w", "--out", "o", "--sources", "nih_cxr14"]).sources == ["nih_cxr14"]
 
 
 def test_batched_inference_matches_the_pipeline(prepared_dir: Path) -> None:

@@ -98,18 +98,20 @@ def cache_embeddings(weights: str | Path, prepared: PreparedData, rows: Sequence
     for start in range(0, len(rows), SHARD):
         shard = out / f"emb-{start // SHARD:04d}.pt"
         keys = [r["image"] for r in rows[start:start + SHARD]]
-        if not shard.is_file():
-            pipe = pipe or load(str(weights), device="cpu")
-            part: dict[str, torch.Tensor] = {}
-            paths = {str(prepared.path(k)): k for k in keys}
-            for items in loader(list(paths), pipe.config.image_size, batch_size, workers):
-                ok = [it for it in items if it.prepared is not None]
-                if ok:
-                    embedding, _ = pipe.embed(pipe.stack([it.prepared for it in ok]))
-                    part.update({paths[it.path]: e.float().clone() for it, e in zip(ok, embedding)})
-            torch.save(part, shard)
-            logger.info("embeddings %d-%d of %d", start, start + len(keys), len(rows))
-        found.update(torch.load(shard))
+        if shard.is_file():
+            found.update(torch.load(shard))
+            continue
+        pipe = pipe or load(str(weights), device="cpu")
+        part: dict[str, torch.Tensor] = {}
+        paths = {str(prepared.path(k)): k for k in keys}
+        for items in loader(list(paths), pipe.config.image_size, batch_size, workers):
+            ok = [it for it in items if it.prepared is not None]
+            if ok:
+                embedding, _ = pipe.embed(pipe.stack([it.prepared for it in ok]))
+                part.update({paths[it.path]: e.float().clone() for it, e in zip(ok, embedding)})
+        torch.save(part, shard)
+        found.update(part)
+        logger.info("embeddings %d-%d of %d", start, start + len(keys), len(rows))
     return found
 
 
@@ -195,7 +197,9 @@ def validation_scores(clip: CXRClip, val: EmbeddingSet) -> dict[str, Any]:
     nih = aucs(clip, val.where(source="nih_cxr14"), NIH_ZERO_SHOT)
     tasks = {}
     for task in ZERO_SHOT_TASKS:
-        tasks.update({task.name: v for v in aucs(clip, val.where(source=task.source), [task.label]).values()})
+        scored = aucs(clip, val.where(source=task.source), [task.label])
+        if task.label in scored:
+            tasks[task.name] = scored[task.label]
     return {"nih_mean_auc": float(np.mean(list(nih.values()))) if nih else math.nan, "nih": nih, "tasks": tasks}
 
 
