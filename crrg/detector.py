@@ -32,9 +32,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image
 
 from crrg.backbones import BACKBONES, build_backbone
+from crrg.pooling import RegionRoIAlign
 from crrg.regions import NUM_REGIONS
 
 NUM_CLASSES = NUM_REGIONS + 1  # background + 29 regions
@@ -225,8 +226,7 @@ class RegionDetector(nn.Module):
         )
         size = config.box_roi_size
         self.roi_heads = PartialRoIHeads(
-            MultiScaleRoIAlign([str(i) for i in range(len(config.feature_strides))], size,
-                               config.box_sampling_ratio),
+            RegionRoIAlign([str(i) for i in range(len(config.feature_strides))], size, config.box_sampling_ratio),
             TwoMLPHead(channels * size * size, config.feature_dim),
             FastRCNNPredictor(config.feature_dim, NUM_CLASSES),
             config.box_fg_iou_thresh, config.box_bg_iou_thresh, config.box_batch_size_per_image,
