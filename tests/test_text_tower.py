@@ -1,4 +1,4 @@
-"""train.train_text_tower: the text tower learns the label decisions on frozen image embeddings,
+"""train.train_text_tower and train.label_decisions: the text tower learns the label decisions on frozen image embeddings,
 the image side stays bit-identical, the embedding cache is the pipeline's and resumes."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pipeline_fixture import chest_like_png, tiny_model
 
 from crrg.labels import FINDINGS
+from train import label_decisions as ld
 from train import train_text_tower as tt
 
 
@@ -21,7 +22,7 @@ def _labels(positive: list[str]) -> dict[str, int]:
     return {"no finding": 0, **{p: 1 for p in positive}}
 
 
-def _synthetic(clip, n: int = 160, seed: int = 0) -> tuple[tt.EmbeddingSet, tt.EmbeddingSet]:
+def _synthetic(clip, n: int = 160, seed: int = 0) -> tuple[ld.EmbeddingSet, ld.EmbeddingSet]:
     """NIH images whose cardiomegaly / effusion truth is a direction in embedding space, and
     Kermany images whose pneumonia truth is another; train and val halves."""
     g = torch.Generator().manual_seed(seed)
@@ -39,7 +40,7 @@ def _synthetic(clip, n: int = 160, seed: int = 0) -> tuple[tt.EmbeddingSet, tt.E
             rows.append({"image": f"k/{i}.png", "source": "kermany_pneumonia", "split": split,
                          "labels": _labels(positive)})
         emb.append(e)
-    data = tt.EmbeddingSet.build(rows, {r["image"]: e for r, e in zip(rows, emb)}, tt.TRAIN_LABELS)
+    data = ld.EmbeddingSet.build(rows, {r["image"]: e for r, e in zip(rows, emb)}, ld.TRAIN_LABELS)
     return data.where("train"), data.where("val")
 
 
@@ -49,12 +50,12 @@ def test_text_tower_learns_the_label_decisions_and_keeps_the_image_tower(tmp_pat
     visual = {k: v.clone() for k, v in clip.model.state_dict().items() if k.startswith("visual.")}
     train, val = _synthetic(clip)
     with torch.no_grad():
-        before = tt.label_loss(tt.decision_logits(clip, train.embedding, train.labels), train.target, train.known)
-    start = tt.validation_scores(clip, val)
+        before = ld.label_loss(ld.decision_logits(clip, train.embedding, train.labels), train.target, train.known)
+    start = ld.validation_scores(clip, val)
     cfg = tt.TextTowerConfig(steps=60, lr=2e-3, eval_every=20, images_per_step=64, max_task_drop=1.0)
     best, state = tt.train_text_tower(clip, train, val, cfg, tmp_path / "checkpoint.pt")
     with torch.no_grad():
-        after = tt.label_loss(tt.decision_logits(clip, train.embedding, train.labels), train.target, train.known)
+        after = ld.label_loss(ld.decision_logits(clip, train.embedding, train.labels), train.target, train.known)
     assert float(after) < float(before)
     assert [h["step"] for h in state.history] == [0, 20, 40, 60]
     assert state.best_step > 0 and state.best_score > start["nih_mean_auc"] + 0.1
@@ -72,9 +73,9 @@ def test_text_tower_learns_the_label_decisions_and_keeps_the_image_tower(tmp_pat
 
 def test_a_task_that_falls_makes_a_step_inadmissible() -> None:
     start = {"tasks": {"pneumonia_vs_normal": 0.95, "covid-19_vs_normal": 0.9}}
-    assert tt.admissible({"tasks": {"pneumonia_vs_normal": 0.94, "covid-19_vs_normal": 0.95}}, start, 0.02)
-    assert not tt.admissible({"tasks": {"pneumonia_vs_normal": 0.92, "covid-19_vs_normal": 0.95}}, start, 0.02)
-    assert not tt.admissible({"tasks": {"pneumonia_vs_normal": 0.99}}, start, 0.02)  # a task not scored
+    assert ld.admissible({"tasks": {"pneumonia_vs_normal": 0.94, "covid-19_vs_normal": 0.95}}, start, 0.02)
+    assert not ld.admissible({"tasks": {"pneumonia_vs_normal": 0.92, "covid-19_vs_normal": 0.95}}, start, 0.02)
+    assert not ld.admissible({"tasks": {"pneumonia_vs_normal": 0.99}}, start, 0.02)  # a task not scored
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def test_embedding_cache_is_the_pipelines_embedding_and_resumes(prepared_and_wei
 
     prep, weights = prepared_and_weights
     prepared = PreparedData(prep)
-    rows = tt.embedding_rows(prepared)
+    rows = ld.embedding_rows(prepared)
     assert len(rows) == 11
     found = tt.cache_embeddings(weights, prepared, rows, tmp_path / "emb", batch_size=4, workers=0)
     assert len(found) == 10 and "nih_cxr14/missing.png" not in found
@@ -151,13 +152,13 @@ def test_label_truth_comes_only_from_sources_that_assess_the_label() -> None:
             {"image": "n2", "source": "nih_cxr14", "split": "train", "labels": _labels([])},
             {"image": "k1", "source": "kermany_pneumonia", "split": "train", "labels": _labels([])},
             {"image": "k2", "source": "kermany_pneumonia", "split": "train", "labels": _labels(["pneumonia"])}]
-    assert {p for p in tt.assessed(rows) if p[1] != "no finding"} == {("nih_cxr14", "cardiomegaly"),
+    assert {p for p in ld.assessed(rows) if p[1] != "no finding"} == {("nih_cxr14", "cardiomegaly"),
                                                                       ("kermany_pneumonia", "pneumonia")}
     emb = {r["image"]: torch.zeros(4) for r in rows}
     labels = ("cardiomegaly", "pneumonia")
-    masked = tt.EmbeddingSet.build(rows, emb, labels)
+    masked = ld.EmbeddingSet.build(rows, emb, labels)
     # the Kermany normal says nothing about cardiomegaly; NIH says nothing about pneumonia here
     assert masked.known.tolist() == [[True, False], [True, False], [False, True], [False, True]]
     assert masked.target[:, 0].tolist()[:2] == [1.0, 0.0]
-    pooled = tt.EmbeddingSet.build(rows, emb, labels, within_source=False)
+    pooled = ld.EmbeddingSet.build(rows, emb, labels, within_source=False)
     assert pooled.known[2].tolist() == [True, True]  # every normal is a negative for every label

@@ -91,3 +91,31 @@ def test_carry_keeps_the_previous_runs_sections_and_renews_zero_shot_calibration
     main([str(paths["eval"]), "--carry", str(paths["prev"]), "--text-tower", str(paths["text"])])
     merged = json.loads(paths["eval"].read_text())
     assert merged["text_tower"] == text and merged["input_check"] == {"refused": 0.002}
+
+
+def test_refit_replaces_the_image_findings_calibration_and_sets_every_test_report_quality(tmp_path) -> None:
+    from train.merge_metrics import main
+
+    previous = {"calibration": {"abnormality": {"ece_after": 0.1}, "image.pneumonia": {"ece_after": 0.02},
+                                "image.pneumothorax": {"ece_after": 0.3}, "image.mass": {"ece_after": 0.2}},
+                "report_quality": {"issue_17": {"kept": 1}, "all_test": {"old": True}},
+                "text_tower": {"chosen_step": 100}}
+    refit = {"kept": ["mass", "edema"], "findings": {"pneumothorax": {"kept": False}, "mass": {"kept": True},
+                                                     "edema": {"kept": True}},
+             "calibration": {"image.mass": {"ece_after": 0.05}, "image.edema": {"ece_after": 0.04},
+                             "image.pneumothorax": {"ece_after": 0.5}}}
+    paths = {}
+    for name, data in (("eval", {"zero_shot": {}}), ("prev", previous), ("refit", refit),
+                       ("quality", {"reports": 12}), ("tower", {"frozen_mean": 0.69, "tuned_mean": 0.68})):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(data))
+    main([str(paths["eval"]), "--carry", str(paths["prev"]), "--refit", str(paths["refit"]),
+          "--report-quality", str(paths["quality"]), "--image-tower", str(paths["tower"])])
+    merged = json.loads(paths["eval"].read_text())
+    assert merged["calibration"] == {"abnormality": {"ece_after": 0.1}, "image.pneumonia": {"ece_after": 0.02},
+                                     "image.mass": {"ece_after": 0.05}, "image.edema": {"ece_after": 0.04}}
+    assert merged["report_quality"] == {"issue_17": {"kept": 1}, "all_test": {"reports": 12}}
+    assert merged["image_findings_refit"]["kept"] == ["mass", "edema"]
+    assert merged["image_tower_finetune"]["tuned_mean"] == 0.68
+    assert merged["text_tower"] == {"chosen_step": 100}  # carried: the text tower is this model's
+    assert "text_tower" in merged["carried"]["sections"]

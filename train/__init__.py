@@ -11,7 +11,9 @@ Two kinds of module, kept apart (``tests/test_code_shape.py`` checks it):
   metrics.json), ``nlg_eval`` (note-pair NLG alone), ``merge_metrics``, ``validate_measurements``,
   ``report_quality``, ``sentence_coverage``, ``gate_findings`` (the within-source gate on a
   finished model), ``train_text_tower`` (CLIP's text tower on frozen image embeddings), ``tune_grounding`` (the
-  opacity relative share on validation).
+  opacity relative share on validation), ``train_image_tower`` (CLIP's image tower fine-tuned on
+  within-source labels, compared with the frozen one), ``refit_image_findings`` (the image-level
+  findings beyond pneumonia refit with co-occurrence priors and gated).
 - **helpers** (imported by the scripts and by each other):
   ``preparation`` (reading the datasets into the prepared folder, its formats), ``datasets``
   (the prepared folder as datasets), ``targets`` (region targets, sentences), ``finding_labels``,
@@ -20,5 +22,6 @@ Two kinds of module, kept apart (``tests/test_code_shape.py`` checks it):
   ``feature_cache`` / ``heads_data`` / ``fit_heads`` (evidence-head data and fitting),
   ``negatives`` and ``source_augment`` (input-check data), ``note_pairs`` / ``note_nlg``
   (note-pair NLG), ``eval_grounding`` (grounding metrics), ``report_gate`` (which image-level
-  findings a report may state).
+  findings a report may state), ``image_level`` (the image-level head's targets, scores,
+  calibration and gates), ``label_decisions`` (CheXzero-style label decisions on CLIP embeddings).
 """

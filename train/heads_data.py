@@ -168,6 +168,37 @@ def build(prepared: PreparedData, features: dict[str, dict[str, Any]],
     )
 
 
+def cooccurrence_priors(data: HeadData) -> Tensor:
+    """[len(IMAGE_EXTRA)] P(finding | pneumonia-like film) over the train films of the sources that
+    assess each finding (NIH: pneumothorax on 2 % of its pneumonia-like films, infiltration on 45 %),
+    from labels only. What the best guess for a finding is on a pneumonia-like film of a source that
+    never labels it."""
+    train = data.index("train")
+    out = []
+    for j, sources in enumerate(IMAGE_EXTRA.values()):
+        idx = train[torch.tensor([data.rows[i]["source"] in sources for i in train.tolist()], dtype=torch.bool)]
+        idx = idx[data.image_known[idx] & (data.image[idx] == 1) & data.extra_known[idx, j]]
+        out.append(float(data.extra[idx, j].mean()) if len(idx) else 0.0)
+    return torch.tensor(out)
+
+
+def unassessed_pneumonia(data: HeadData) -> Tensor:
+    """[N, len(IMAGE_EXTRA)] bool: pneumonia-like films of a source that does not assess the
+    finding (a Kermany pneumonia film for pneumothorax), where NIH-trained heads extrapolate."""
+    pneumonia = data.image_known & (data.image == 1)
+    return torch.stack([pneumonia & torch.tensor([r["source"] not in sources for r in data.rows], dtype=torch.bool)
+                        for sources in IMAGE_EXTRA.values()], dim=1)
+
+
+def prior_targets(data: HeadData, priors: Tensor) -> tuple[Tensor, Tensor]:
+    """Training targets and known flags of :data:`IMAGE_EXTRA`: the labels where a source assesses
+    the finding, and the co-occurrence prior (:func:`cooccurrence_priors`) as a soft target on
+    :func:`unassessed_pneumonia` films, so that a head cannot call every strongly abnormal film of
+    another hospital a pneumothorax. Evaluation keeps to ``extra`` / ``extra_known``."""
+    soft = unassessed_pneumonia(data) & ~data.extra_known
+    return torch.where(soft, priors.expand_as(data.extra), data.extra), data.extra_known | soft
+
+
 def concat(a: HeadData, b: HeadData, tag: str = "augmented") -> HeadData:
     """``a`` then ``b`` (e.g. augmented copies of training images; their keys get ``#tag``)."""
     rows = list(a.rows) + [dict(r, **{tag: True}) for r in b.rows]

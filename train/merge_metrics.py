@@ -14,7 +14,10 @@ A model that changed only what those runs do not measure (the text tower, the re
 grounding setting) keeps their figures: ``--carry PREVIOUS/metrics.json`` copies the sections the
 new evaluation lacks (and says so under ``carried``); ``--source-gate``, ``--text-tower`` and
 ``--grounding-tuning`` add the figures of ``train.gate_findings``, ``train.train_text_tower`` and
-``train.tune_grounding``.
+``train.tune_grounding``; ``--refit`` those of ``train.refit_image_findings`` (its calibration
+entries replace the carried ones of the image-level findings), ``--image-tower`` the comparison of
+``train.train_image_tower``, and ``--report-quality`` sets ``report_quality.all_test`` from a
+``train.report_quality`` run over every test report.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def merge(metrics: dict[str, Any], heads: dict[str, Any], augmented: dict[str, A
     return metrics
 
 
-CARRIED = ("cross_source", "calibration", "region_findings", "input_check", "measurements", "report_quality")
+CARRIED = ("cross_source", "calibration", "region_findings", "input_check", "measurements", "report_quality",
+           "source_gate", "text_tower", "grounding_tuning")
 
 
 def carry(metrics: dict[str, Any], previous: dict[str, Any], source: str,
@@ -81,6 +85,19 @@ def carry(metrics: dict[str, Any], previous: dict[str, Any], source: str,
     return metrics
 
 
+def apply_refit(metrics: dict[str, Any], refit: dict[str, Any]) -> dict[str, Any]:
+    """``image_findings_refit`` from a ``train.refit_image_findings`` refit.json; the calibration
+    entries of the refit findings are replaced, those of findings no longer shipped removed."""
+    metrics["image_findings_refit"] = refit
+    calibration = dict(metrics.get("calibration") or {})
+    for finding in refit["findings"]:
+        calibration.pop(f"image.{finding}", None)
+    calibration.update({k: v for k, v in refit.get("calibration", {}).items()
+                        if k.removeprefix("image.") in refit["kept"]})
+    metrics["calibration"] = calibration
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("metrics", type=Path)
@@ -92,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source-gate", type=Path, default=None, help="train.gate_findings source_gate.json")
     parser.add_argument("--text-tower", type=Path, default=None, help="train.train_text_tower metrics.json")
     parser.add_argument("--grounding-tuning", type=Path, default=None, help="train.tune_grounding output")
+    parser.add_argument("--refit", type=Path, default=None, help="train.refit_image_findings refit.json")
+    parser.add_argument("--image-tower", type=Path, default=None, help="train.train_image_tower comparison JSON")
+    parser.add_argument("--report-quality", type=Path, default=None,
+                        help="train.report_quality figures over every test report (report_quality.all_test)")
     args = parser.parse_args(argv)
     if args.heads is None and args.carry is None:
         parser.error("give --heads (a heads run) or --carry (the previous model's metrics.json)")
@@ -106,6 +127,12 @@ def main(argv: list[str] | None = None) -> None:
                       ("grounding_tuning", args.grounding_tuning)):
         if path is not None:
             metrics[key] = json.loads(path.read_text())
+    if args.refit is not None:
+        metrics = apply_refit(metrics, json.loads(args.refit.read_text()))
+    if args.image_tower is not None:
+        metrics["image_tower_finetune"] = json.loads(args.image_tower.read_text())
+    if args.report_quality is not None:
+        metrics.setdefault("report_quality", {})["all_test"] = json.loads(args.report_quality.read_text())
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
 
 

@@ -7,8 +7,17 @@ telling the sources apart: the image-level nodule head scored 0.80 pooled over N
 validation films because every JSRT film is a nodule study, and it wrote "nodule" on every JSRT
 film while ranking NIH films at chance. Within one source, the source cannot be the cue.
 
-Used by ``train.train_heads`` (when it ships the image head) and ``train.gate_findings`` (on a
-``train.evaluate --split val`` run of a finished model, through the pipeline).
+A second rule, :func:`firing_check`, covers what no AUC can score: a head trained on one
+hospital's labels (NIH) extrapolates to other hospitals' strongly abnormal films. The shipped head
+of 2026-12-06 stated pneumothorax on 475 of 641 Kermany pneumonia test films, where NIH's own
+pneumonia-like films have one in 2 %. A finding is stated only when, on the validation
+pneumonia-like films of the sources that do not assess it, it is stated at most
+:data:`MAX_EXCESS_FIRING` above its co-occurrence prior (its rate among the assessing sources'
+pneumonia-like train films).
+
+Used by ``train.train_heads`` (when it ships the image head), ``train.refit_image_findings`` and
+``train.gate_findings`` (on a ``train.evaluate --split val`` run of a finished model, through the
+pipeline).
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from sklearn.metrics import roc_auc_score
 
 MIN_REPORT_AUC = 0.7  # an image-level finding is reported only at or above this validation AUC ...
 MIN_VAL_CASES = 5  # ... within each source with at least this many validation positives and negatives
+MAX_EXCESS_FIRING = 0.10  # stated share on unassessed pneumonia-like films above the co-occurrence prior
+MIN_FIRING_SENSITIVITY = 0.2  # a threshold raised for the firing bound must still state this share of val positives
 
 
 @dataclass(frozen=True)
@@ -95,3 +106,48 @@ def gate_from_metrics(image_findings: Mapping[str, Mapping[str, object]],
                   for source, m in sorted(by_source.items())]
         out[finding] = gate(finding, scores)
     return out
+
+
+@dataclass(frozen=True)
+class FiringCheck:
+    """How often a finding is stated on the validation pneumonia-like films of the sources that do
+    not assess it, against its co-occurrence prior."""
+
+    finding: str
+    films: int
+    stated: int
+    prior: float
+
+    @property
+    def rate(self) -> float | None:
+        return self.stated / self.films if self.films else None
+
+    @property
+    def bound(self) -> float:
+        return self.prior + MAX_EXCESS_FIRING
+
+    @property
+    def ok(self) -> bool:
+        return self.films < MIN_VAL_CASES or self.stated / self.films <= self.bound
+
+    def to_json(self) -> dict[str, object]:
+        return {"films": self.films, "stated": self.stated, "rate": self.rate, "prior": self.prior,
+                "bound": self.bound, "ok": self.ok}
+
+
+def firing_check(finding: str, stated: np.ndarray, prior: float) -> FiringCheck:
+    """``stated``: bool per validation pneumonia-like film of the sources that do not assess
+    ``finding`` (probability at or above its threshold)."""
+    stated = np.asarray(stated, dtype=bool)
+    return FiringCheck(finding, int(len(stated)), int(stated.sum()), float(prior))
+
+
+def firing_threshold(threshold: float, elsewhere: np.ndarray, prior: float) -> float:
+    """The lowest threshold at or above ``threshold`` at which at most ``prior`` +
+    :data:`MAX_EXCESS_FIRING` of the probabilities ``elsewhere`` (the validation pneumonia-like
+    films of the sources that do not assess the finding) reach it."""
+    p = np.sort(np.asarray(elsewhere, dtype=float))
+    allowed = int(np.floor((prior + MAX_EXCESS_FIRING) * len(p)))
+    if len(p) < MIN_VAL_CASES or allowed >= len(p) or int((p >= threshold).sum()) <= allowed:
+        return float(threshold)
+    return max(float(threshold), float(np.nextafter(p[len(p) - allowed - 1], np.inf)))

@@ -23,20 +23,17 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from crrg.calibration import (
-    Calibration,
     Scaling,
     apply,
     expected_calibration_error,
-    fit_platt_scaling,
     fit_temperature_scaling,
     logit,
 )
@@ -48,18 +45,24 @@ from crrg.findings import (
     ImageFindingsConfig,
     RegionFindings,
     RegionFindingsConfig,
-    pooled_inputs,
 )
 from train.datasets import PreparedData
 from train.fit_heads import HeadFitConfig, fit
 from train.heads_data import IMAGE_EXTRA, HeadData, build, concat
-from train.report_gate import MIN_REPORT_AUC, MIN_VAL_CASES, gate, source_scores
+from train.image_level import (
+    HeadsOutcome,
+    binary_scores,
+    calibrate,
+    extra_findings,
+    image_inputs,
+    image_targets,
+    youden_threshold,
+)
 from train.tasks import ZERO_SHOT_TASKS, zero_shot_target
 from train.feature_cache import load_features
 
 logger = logging.getLogger("train.train_heads")
 LOSO_SOURCES = ("covid_radiography", "kermany_pneumonia", "nih_cxr14")  # NIH: normals and abnormals of one hospital, never seen by the towers
-EXTRA_SPECIFICITY = 0.95  # its threshold keeps 95 % of validation negatives without a sentence
 INPUT_CHOICES: dict[str, tuple[str, ...]] = {  # name -> inputs of the image-level head
     "whole_image": ("embedding",),
     "lung_pooled": ("lung_fused", "lung_crops"),
@@ -92,48 +95,17 @@ def image_variants(with_augmented: bool) -> list[ImageVariant]:
 
 
 # ----------------------------------------------------------------------------- image level
-def binary_scores(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
-    said = p >= threshold
-    pos, neg = y == 1, y == 0
-    out: dict[str, Any] = {"n": int(len(y)), "n_positive": int(pos.sum())}
-    out["sensitivity"] = float(said[pos].mean()) if pos.any() else None
-    out["specificity"] = float((~said[neg]).mean()) if neg.any() else None
-    out["auc"] = float(roc_auc_score(y, p)) if pos.any() and neg.any() else None
-    if out["sensitivity"] is not None and out["specificity"] is not None:
-        out["balanced_accuracy"] = (out["sensitivity"] + out["specificity"]) / 2
-    return out
-
-
-def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """The threshold with the largest sensitivity + specificity (pooled over sources)."""
-    best, best_j = 0.5, -1.0
-    for t in np.unique(np.round(p, 4)):
-        j = (p[y == 1] >= t).mean() + (p[y == 0] < t).mean()
-        if j > best_j:
-            best, best_j = float(t), float(j)
-    return best
-
-
-def image_inputs(data: HeadData, inputs: tuple[str, ...]) -> torch.Tensor:
-    return pooled_inputs(inputs, data.embedding, data.fused, data.crops, data.detected)
-
-
-def image_targets(data: HeadData, findings: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, F] targets and known flags of image-level ``findings`` ("pneumonia": pneumonia-like,
-    :func:`train.heads_data.image_target`; the others: :data:`train.heads_data.IMAGE_EXTRA`)."""
-    names = list(IMAGE_EXTRA)
-    cols = [(data.image, data.image_known) if f == "pneumonia" else
-            (data.extra[:, names.index(f)], data.extra_known[:, names.index(f)]) for f in findings]
-    return torch.stack([c[0] for c in cols], 1), torch.stack([c[1] for c in cols], 1)
 
 
 def train_image_head(data: HeadData, inputs: tuple[str, ...], train: torch.Tensor, val: torch.Tensor,
-                     balance: bool, findings: tuple[str, ...] = ("pneumonia",)) -> tuple[ImageFindings, float]:
+                     balance: bool, findings: tuple[str, ...] = ("pneumonia",), priors: torch.Tensor | None = None
+                     ) -> tuple[ImageFindings, float]:
     """An image-level head over ``findings`` (first: "pneumonia"), each output trained on the
-    images that have its label; the first output's Youden threshold on ``val``."""
+    images that have its label (and, with ``priors``, on other sources' pneumonia-like films:
+    :func:`image_targets`); the first output's Youden threshold on ``val``."""
     x = image_inputs(data, inputs)
     head = ImageFindings(ImageFindingsConfig(inputs=inputs, findings=findings))
-    target, known = image_targets(data, findings)
+    target, known = image_targets(data, findings, priors)
     train, val = train[known[train].any(1)], val[known[val].any(1)]
     head, _ = fit(head, lambda m, idx: m(x[idx]), train, val, target, known,
                   HeadFitConfig(epochs=40, balance_sources=balance), groups=data.sources)
@@ -267,31 +239,9 @@ def zero_shot_truth(data: HeadData, idx: torch.Tensor, label: str) -> tuple[torc
     return torch.tensor(keep, dtype=torch.long), np.array(y)
 
 
-def calibrate(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-              method: str = "platt") -> tuple[Scaling, dict[str, Any]]:
-    """Fit on validation logits/labels, report the test ECE before and after."""
-    scaling = fit_platt_scaling(*val) if method == "platt" else fit_temperature_scaling(*val)
-    before = expected_calibration_error(apply(None, test[0]), test[1])
-    after = expected_calibration_error(apply(scaling, test[0]), test[1])
-    return scaling, {"method": method, "params": scaling.to_json(), "n_val": int(len(val[1])),
-                     "n_test": int(len(test[1])), "ece_before": before.ece, "ece_after": after.ece}
-
-
 def _known_logits(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     mask = known & torch.isfinite(logits)
     return logits[mask].numpy(), target[mask].numpy()
-
-
-@dataclass
-class HeadsOutcome:
-    """What the steps of :func:`main` produce: heads, thresholds, calibration and metrics."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    ece: dict[str, Any] = field(default_factory=dict)
-    region_thresholds: dict[str, float] = field(default_factory=dict)
-    image_thresholds: dict[str, float] = field(default_factory=dict)
-    calibration: Calibration = field(default_factory=Calibration)
-    heads: dict[str, Any] = field(default_factory=dict)  # heads.pt content
 
 
 def choose_image_variant(data: HeadData, combined: HeadData | None) -> tuple[ImageVariant, dict[str, Any]]:
@@ -336,44 +286,6 @@ def image_level_step(data: HeadData, combined: HeadData | None, outcome: HeadsOu
                                               image_findings={"pneumonia": scaling, **scalings})
     head = head.subset(("pneumonia",) + kept)
     outcome.heads.update(image_findings=head.state_dict(), image_findings_config=asdict(head.config))
-
-
-def specific_threshold(negative_probs: np.ndarray, specificity: float) -> float:
-    """The lowest threshold that keeps ``specificity`` of the negatives below it."""
-    return float(np.quantile(negative_probs, specificity)) + 1e-6 if len(negative_probs) else 0.5
-
-
-def extra_findings(data: HeadData, logits: torch.Tensor, outcome: HeadsOutcome
-                   ) -> tuple[tuple[str, ...], dict[str, Scaling], dict[str, Any]]:
-    """Calibrate (Platt, validation), threshold (:data:`EXTRA_SPECIFICITY` on validation
-    negatives) and score each :data:`IMAGE_EXTRA` output; a finding is kept for reports when it
-    passes :func:`train.report_gate.gate`: validation AUC at least :data:`MIN_REPORT_AUC` within
-    every source that assesses it with :data:`MIN_VAL_CASES` positives and negatives (a pooled
-    AUC can come from telling the sources apart). Sets ``outcome.image_thresholds`` of each;
-    returns (kept, scalings, metrics)."""
-    val, test = data.index("val"), data.index("test")
-    sources = np.array(data.sources)
-    kept, scalings, metrics = [], {}, {}
-    for j, finding in enumerate(IMAGE_EXTRA):
-        lj, yj, kj = logits[:, j].numpy(), data.extra[:, j].numpy(), data.extra_known[:, j].numpy()
-        v, t = val.numpy()[kj[val.numpy()]], test.numpy()[kj[test.numpy()]]
-        n_pos, n_neg = int(yj[v].sum()), int(len(v) - yj[v].sum())
-        if min(n_pos, n_neg) < MIN_VAL_CASES:
-            metrics[finding] = {"kept": False, "reason": f"{n_pos} val positives, {n_neg} negatives"}
-            continue
-        scaling, outcome.ece[f"image.{finding}"] = calibrate((lj[v], yj[v]), (lj[t], yj[t]))
-        p = apply(scaling, lj)
-        threshold = specific_threshold(p[v][yj[v] == 0], EXTRA_SPECIFICITY)
-        decision = gate(finding, source_scores(yj[v], p[v], sources[v]))
-        metrics[finding] = {"kept": decision.kept, "sources": list(IMAGE_EXTRA[finding]),
-                            "val_auc": float(roc_auc_score(yj[v], p[v])), "source_gate": decision.to_json(),
-                            "threshold": threshold, "val": binary_scores(yj[v], p[v], threshold),
-                            "test": binary_scores(yj[t], p[t], threshold)}
-        outcome.image_thresholds[finding] = threshold
-        if decision.kept:
-            kept.append(finding)
-            scalings[finding] = scaling
-    return tuple(kept), scalings, metrics
 
 
 def region_findings_step(data: HeadData, outcome: HeadsOutcome) -> None:
