@@ -57,3 +57,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def labelled_films(root: Path, films: list[tuple[str, str, dict]]) -> tuple[Path, Path]:
+    """A prepared folder of chest-like films and tiny weights under ``root``: ``films`` are
+    (source, split, labels), one generated PNG each (``SOURCE/imgK.png``), no regions or
+    sentences. Returns (prepared folder, weights folder)."""
+    import json
+
+    data, prep, weights = root / "data", root / "prepared", root / "weights"
+    prep.mkdir(parents=True)
+    lines = []
+    for k, (source, split, labels) in enumerate(films):
+        ref = f"{source}/img{k}.png"
+        (data / source).mkdir(parents=True, exist_ok=True)
+        chest_like_png(data / ref, size=(200, 180), seed=k)
+        lines.append({"image": ref, "source": source, "split": split, "labels": labels, "patient": str(k)})
+    (prep / "images.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for name in ("regions", "sentences"):
+        (prep / f"{name}.jsonl").write_text("")
+    (prep / "meta.json").write_text(json.dumps({"data_root": str(data)}))
+    tiny_model(seed=0).save_pretrained(weights)
+    return prep, weights

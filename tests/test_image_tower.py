@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_fixture import chest_like_png, tiny_model
+from pipeline_fixture import labelled_films
 
 from crrg.labels import FINDINGS
 from train import train_image_tower as ti
@@ -22,25 +22,13 @@ def _labels(positive: list[str]) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def prepared_and_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """12 NIH films (cardiomegaly on the brighter half) and 6 Kermany films, train and val."""
-    root = tmp_path_factory.mktemp("imagetower")
-    data, prep, weights = root / "data", root / "prepared", root / "weights"
-    prep.mkdir()
-    lines = []
+    """12 NIH films (cardiomegaly on every other one) and 6 Kermany films, train and val."""
+    films = []
     for k in range(18):
         source = "nih_cxr14" if k < 12 else "kermany_pneumonia"
-        ref = f"{source}/img{k}.png"
-        (data / source).mkdir(parents=True, exist_ok=True)
-        chest_like_png(data / ref, size=(200, 180), seed=k)
         positive = (["cardiomegaly"] if source == "nih_cxr14" else ["pneumonia"]) if k % 2 else []
-        lines.append({"image": ref, "source": source, "split": ("train", "val")[k % 3 == 0],
-                      "labels": _labels(positive), "patient": str(k)})
-    (prep / "images.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    for name in ("regions", "sentences"):
-        (prep / f"{name}.jsonl").write_text("")
-    (prep / "meta.json").write_text(json.dumps({"data_root": str(data)}))
-    tiny_model(seed=0).save_pretrained(weights)
-    return prep, weights
+        films.append((source, ("train", "val")[k % 3 == 0], _labels(positive)))
+    return labelled_films(tmp_path_factory.mktemp("imagetower"), films)
 
 
 def test_tower_rows_cap_the_large_sources_per_label_group() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from pipeline_fixture import chest_like_png, tiny_model
+from pipeline_fixture import labelled_films, tiny_model
 
 from crrg.labels import FINDINGS
 from train import label_decisions as ld
@@ -80,27 +80,16 @@ def test_a_task_that_falls_makes_a_step_inadmissible() -> None:
 
 @pytest.fixture(scope="module")
 def prepared_and_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("texttower")
-    data, prep, weights = root / "data", root / "prepared", root / "weights"
-    prep.mkdir()
-    lines = []
+    films = []
     for k in range(10):
         source = "nih_cxr14" if k < 6 else "kermany_pneumonia"
-        ref = f"{source}/img{k}.png"
-        (data / source).mkdir(parents=True, exist_ok=True)
-        chest_like_png(data / ref, size=(200, 180), seed=k)
         positive = (["cardiomegaly"] if source == "nih_cxr14" else ["pneumonia"]) if k % 2 else []
-        line = {"image": ref, "source": source, "split": ("train", "val")[k % 3 == 0], "labels": _labels(positive),
-                "patient": str(k)}
-        if k == 1:
-            line.update(text="Patchy opacity in the right lower lobe.", text_kind="note")
-        lines.append(line)
+        films.append((source, ("train", "val")[k % 3 == 0], _labels(positive)))
+    prep, weights = labelled_films(tmp_path_factory.mktemp("texttower"), films)
+    lines = [json.loads(x) for x in (prep / "images.jsonl").read_text().splitlines()]
+    lines[1].update(text="Patchy opacity in the right lower lobe.", text_kind="note")
     lines.append({**lines[0], "image": "nih_cxr14/missing.png", "patient": "gone"})  # unreadable: left out
     (prep / "images.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    for name in ("regions", "sentences"):
-        (prep / f"{name}.jsonl").write_text("")
-    (prep / "meta.json").write_text(json.dumps({"data_root": str(data)}))
-    tiny_model(seed=0).save_pretrained(weights)
     return prep, weights
 
 

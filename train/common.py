@@ -56,6 +56,21 @@ def build_parser(script: str, description: str, default_config: str) -> argparse
     return p
 
 
+def clip_run_parser(doc: str, config: str, example: str) -> argparse.ArgumentParser:
+    """The options of the CLIP runs on a finished model (``train.train_text_tower``,
+    ``train.train_image_tower``): prepared folder, base weights, output, data root, threads and
+    ``--set`` overrides of their ``config`` dataclass (``example``: one override)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--weights", type=Path, default=Path("assets/crrg-default"), help="model folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: the prepared folder's)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help=f"{config} field, e.g. {example} (repeatable)")
+    return parser
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,3 +112,15 @@ def validation_scores(clip: CXRClip, val: EmbeddingSet) -> dict[str, Any]:
 
 def admissible(scores: dict[str, Any], start: dict[str, Any], max_drop: float) -> bool:
     return all(scores["tasks"].get(name, -1.0) >= auc - max_drop for name, auc in start["tasks"].items())
+
+
+@dataclass
+class RunState:
+    """A CLIP run's progress (checkpointed): the step, the kept step and its score, every
+    validation evaluation, and the training loss per step."""
+
+    step: int = 0
+    best_step: int = 0
+    best_score: float = -math.inf
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    losses: list[float] = dataclasses.field(default_factory=list)

@@ -28,8 +28,6 @@ embedding must be retrained on it before it can ship).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -49,11 +47,18 @@ from sklearn.metrics import roc_auc_score
 from crrg.clip import CXRClip
 from crrg.clip_loss import info_nce_loss
 from crrg.model import CRRGModel
-from train.common import parse_overrides, save_with_card
+from train.common import clip_run_parser, parse_overrides, save_with_card
 from train.datasets import PreparedData
 from train.tasks import NIH_ZERO_SHOT
 from train.label_decisions import (
-    TRAIN_LABELS, EmbeddingSet, admissible, decision_logits, embedding_rows, label_loss, validation_scores,
+    TRAIN_LABELS,
+    EmbeddingSet,
+    RunState,
+    admissible,
+    decision_logits,
+    embedding_rows,
+    label_loss,
+    validation_scores,
 )
 
 logger = logging.getLogger("train.train_image_tower")
@@ -163,15 +168,6 @@ def probe_aucs(train: EmbeddingSet, val: EmbeddingSet, labels: Sequence[str] = N
     return out
 
 
-@dataclass
-class RunState:
-    step: int = 0
-    best_step: int = 0
-    best_score: float = -math.inf
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    losses: list[float] = dataclasses.field(default_factory=list)  # training loss per step
-
-
 def train_image_tower(clip: CXRClip, rows: Sequence[dict[str, Any]], images: dict[str, torch.Tensor],
                       cfg: ImageTowerConfig, checkpoint: Path | None = None
                       ) -> tuple[dict[str, torch.Tensor], RunState]:
@@ -246,15 +242,7 @@ def train_image_tower(clip: CXRClip, rows: Sequence[dict[str, Any]], images: dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, default=Path("assets/crrg-default"), help="model folder")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=None, help="data root (default: the prepared folder's)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                        help="ImageTowerConfig field, e.g. steps=100 (repeatable)")
-    args = parser.parse_args(argv)
+    args = clip_run_parser(__doc__, "ImageTowerConfig", "steps=100").parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     cfg = ImageTowerConfig(**parse_overrides(args.set))

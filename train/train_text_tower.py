@@ -33,11 +33,9 @@ the input check): only the zero-shot prompts change. Steps:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -51,9 +49,10 @@ from crrg.calibration import apply, expected_calibration_error, fit_temperature_
 from crrg.clip import CXRClip
 from crrg.clip_loss import info_nce_loss
 from crrg.model import CRRGModel
-from train.common import parse_overrides, save_with_card
+from train.common import clip_run_parser, parse_overrides, save_with_card
 from train.datasets import PreparedData
 from train.label_decisions import (
+    RunState,
     TRAIN_LABELS,
     EmbeddingSet,
     admissible,
@@ -134,14 +133,6 @@ def text_state(clip: CXRClip) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in clip.model.state_dict().items() if not k.startswith("visual.")}
 
 
-@dataclass
-class RunState:
-    step: int = 0
-    best_step: int = 0
-    best_score: float = -math.inf
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-
 def train_text_tower(clip: CXRClip, train: EmbeddingSet, val: EmbeddingSet, cfg: TextTowerConfig,
                      checkpoint: Path | None = None) -> tuple[dict[str, torch.Tensor], RunState]:
     """Train ``clip``'s text tower (see the module docstring); returns the kept text state and the
@@ -186,6 +177,7 @@ def train_text_tower(clip: CXRClip, train: EmbeddingSet, val: EmbeddingSet, cfg:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        state.losses.append(float(loss.detach()))
         state.step += 1
     clip.eval()
     return best, state
@@ -218,15 +210,7 @@ def write_model(model: CRRGModel, base: Path, out: Path, temperature: Any) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", type=Path, required=True)
-    parser.add_argument("--weights", type=Path, default=Path("assets/crrg-default"), help="model folder")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=None, help="data root (default: the prepared folder's)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                        help="TextTowerConfig field, e.g. steps=300 (repeatable)")
-    args = parser.parse_args(argv)
+    args = clip_run_parser(__doc__, "TextTowerConfig", "steps=300").parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     cfg = TextTowerConfig(**parse_overrides(args.set))
