@@ -54,15 +54,17 @@ def refit_head(data: HeadData, base: ImageFindings, priors: bool, fit_config: He
     findings)."""
     findings = (PRIMARY,) + tuple(IMAGE_EXTRA)
     head = ImageFindings(dataclasses.replace(base.config, findings=findings))
-    state = head.state_dict()
     base_state = base.state_dict()
-    out_keys = [k for k in state if k.startswith("mlp.")][-2:]  # the output layer's weight and bias
-    for k in state:
-        if k in out_keys:
-            state[k][0] = base_state[k][base.config.findings.index(PRIMARY)].float()
-        else:
-            state[k] = base_state[k].float()
-    head.load_state_dict(state)
+    out_keys = [k for k in base_state if k.startswith("mlp.")][-2:]  # the output layer's weight and bias
+    primary = base.config.findings.index(PRIMARY)
+
+    def with_base_primary(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for k in out_keys:
+            state[k][0] = base_state[k][primary].float()
+        return state
+
+    head.load_state_dict(with_base_primary({k: v if k in out_keys else base_state[k].float()
+                                            for k, v in head.state_dict().items()}))
     head.norm.requires_grad_(False)
     target, known = image_targets(data, findings, cooccurrence_priors(data) if priors else None)
     known = known.clone()
@@ -72,10 +74,7 @@ def refit_head(data: HeadData, base: ImageFindings, priors: bool, fit_config: He
     train, val = train[known[train].any(1)], val[known[val].any(1)]
     head, _ = fit(head, lambda m, idx: m(x[idx]), train, val, target, known,
                   fit_config or HeadFitConfig(epochs=40, balance_sources=True), groups=data.sources)
-    restored = head.state_dict()
-    for k in out_keys:
-        restored[k][0] = base_state[k][base.config.findings.index(PRIMARY)].float()
-    head.load_state_dict(restored)
+    head.load_state_dict(with_base_primary(head.state_dict()))
     head.eval()
     with torch.no_grad():
         logits = head(x)  # [N, F]
