@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from crrg.pipeline import load, prepare
-from train.datasets import PreparedData
+from train.datasets import PreparedData, capped_sample
 
 logger = logging.getLogger("train.cache_features")
 CAPPED_SOURCES = ("kermany_pneumonia", "covid_radiography")
@@ -35,18 +34,8 @@ def select_images(prepared: PreparedData, cap: int | None, seed: int = 0) -> lis
     """The prepared images to cache, deterministic order (sorted by path)."""
     rows = [r for r in prepared.images(None) if r.get("split") in ("train", "val", "test")
             and r.get("image")]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    keep = []
-    for row in rows:
-        if row["source"] in CAPPED_SOURCES and row["split"] == "train" and cap is not None:
-            groups[(row["source"], str(row.get("abnormal")))].append(row)
-        else:
-            keep.append(row)
-    rng = random.Random(seed)
-    for key in sorted(groups):
-        group = sorted(groups[key], key=lambda r: r["image"])
-        keep += rng.sample(group, min(cap, len(group))) if cap is not None else group
-    return sorted(keep, key=lambda r: r["image"])
+    return capped_sample(rows, lambda r: (r["source"], str(r.get("abnormal")))
+                         if r["source"] in CAPPED_SOURCES and r["split"] == "train" else None, cap, seed)
 
 
 def _augmented(path: Path, key: str) -> Any:

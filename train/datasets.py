@@ -75,6 +75,26 @@ class PreparedData:
         return path if path.is_absolute() else self.data_root / path
 
 
+def capped_sample(rows: Sequence[dict[str, Any]], group: Callable[[dict[str, Any]], Any], cap: int | None,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """``rows`` with at most ``cap`` of each group (``group(row)``: a sortable key, ``None`` for a
+    row that is always kept), drawn with a fixed seed from each group in path order, groups in
+    key order; the result sorted by image path. ``cap=None`` keeps every row."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    keep = []
+    for row in rows:
+        key = group(row) if cap is not None else None
+        if key is None:
+            keep.append(row)
+        else:
+            groups.setdefault(key, []).append(row)
+    rng = random.Random(seed)
+    for key in sorted(groups):
+        members = sorted(groups[key], key=lambda r: r["image"])
+        keep += rng.sample(members, min(cap, len(members)))
+    return sorted(keep, key=lambda r: r["image"])
+
+
 # ----------------------------------------------------------------------------- augmentation
 @dataclass
 class AugmentConfig:

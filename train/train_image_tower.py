@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from crrg.clip import CXRClip
 from crrg.clip_loss import info_nce_loss
 from crrg.model import CRRGModel
 from train.common import clip_run_parser, parse_overrides, save_with_card
-from train.datasets import PreparedData
+from train.datasets import PreparedData, capped_sample
 from train.tasks import NIH_ZERO_SHOT
 from train.label_decisions import (
     TRAIN_LABELS,
@@ -62,7 +61,7 @@ from train.label_decisions import (
 )
 
 logger = logging.getLogger("train.train_image_tower")
-CAPPED_SOURCES = ("kermany_pneumonia", "covid_radiography", "iu_xray")
+CAPPED_SOURCES = ("kermany_pneumonia", "covid_radiography")
 
 
 @dataclass(frozen=True)
@@ -84,20 +83,12 @@ class ImageTowerConfig:
 def tower_rows(prepared: PreparedData, cap: int, seed: int = 0) -> list[dict[str, Any]]:
     """Train and validation images with labels or text; the capped sources' train images at most
     ``cap`` per (source, sorted label set), drawn with a fixed seed."""
-    rows = embedding_rows(prepared)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    keep = []
-    for r in rows:
-        if r["split"] == "train" and r["source"] in CAPPED_SOURCES:
-            labels = ",".join(sorted(k for k, v in (r.get("labels") or {}).items() if v == 1))
-            groups[(r["source"], labels)].append(r)
-        else:
-            keep.append(r)
-    rng = random.Random(seed)
-    for key in sorted(groups):
-        group = groups[key]
-        keep += rng.sample(group, min(cap, len(group)))
-    return sorted(keep, key=lambda r: r["image"])
+    def group(row: dict[str, Any]) -> tuple[str, str] | None:
+        if row["split"] != "train" or row["source"] not in CAPPED_SOURCES:
+            return None
+        return row["source"], ",".join(sorted(k for k, v in (row.get("labels") or {}).items() if v == 1))
+
+    return capped_sample(embedding_rows(prepared), group, cap, seed)
 
 
 def cache_images(weights: str | Path, prepared: PreparedData, rows: Sequence[dict[str, Any]], path: Path,
