@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_batch.py [--weights assets/crrg-default] [--images 64] [--threads 2]
 
 Runs :func:`crrg.batch.run_reports` (what ``python -m crrg report INPUT --out FILE`` runs, with
-DataLoader decoding workers) once per batch size in one process, after a warm-up, with the
+DataLoader decoding workers as the CLI starts them by default) once per batch size in one process, after a warm-up, with the
 model's default prompts. Images: a mix of the shared data's sources (``CRRG_DATA``) when present,
 else generated. Model loading is not counted. Goal (issue 12) on the 2-core machine: batch 8
 >= 2x batch 1 and >= 10 images/s. Also prints the per-image stage times of each mode.
@@ -59,13 +59,18 @@ def main() -> None:
     parser.add_argument("--weights", default=str(ROOT / "assets" / "crrg-default"))
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding worker processes (default: the CLI's, crrg.batch.default_workers)")
     args = parser.parse_args()
     import torch
 
     import crrg
 
     torch.set_num_threads(args.threads)
+    if args.workers is None:
+        from crrg.batch import default_workers
+
+        args.workers = default_workers()
     folder = Path(tempfile.mkdtemp(prefix="crrg-bench-batch-"))
     images = pick_images(args.images, folder)
     pipe = crrg.load(args.weights, device="cpu")

@@ -32,7 +32,7 @@ from crrg import DISCLAIMER
 from crrg.shards import dist_rank, shard
 from crrg.types import InputCheck, ReportResult
 
-__all__ = ["Failure", "FailureKind", "JsonlLog", "ReportOptions", "RunSummary", "discover", "dist_rank",
+__all__ = ["Failure", "FailureKind", "JsonlLog", "ReportOptions", "RunSummary", "default_workers", "discover", "dist_rank",
            "looks_like_image", "output_file",
            "run_reports", "shard", "write_csv"]
 
@@ -285,6 +285,22 @@ class ImageFiles:
 
 def _as_list(items: list[Item]) -> list[Item]:
     return items
+
+
+def default_workers() -> int:
+    """Decoding worker processes that pay off here: the cores that torch's threads (of every
+    process on this node, under torchrun) leave free, at most 2.
+
+    Decoding is about 2 ms of a 100 ms image (at ``--batch-size 8``, 384 px). On a machine whose
+    cores all run torch's threads, workers only compete with them (and each starts by forking the
+    model's process): on the 2-core machine, 64 mixed images in one process ran at 10.0 to 10.3
+    images/s, with 2 workers at 8.5 to 9.1 (three alternating runs each). With spare cores the
+    workers decode while the model runs.
+    """
+    import torch
+
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(2, (os.cpu_count() or 1) - processes * torch.get_num_threads()))
 
 
 def loader(paths: Sequence[str], size: int, batch_size: int, workers: int) -> Iterable[list[Item]]:

@@ -76,7 +76,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _report_shard(args: argparse.Namespace) -> JobStatus:
-    from crrg.batch import Failure, ReportOptions, run_reports
+    from crrg.batch import Failure, ReportOptions, default_workers, run_reports
     from crrg.hub import WeightsNotFoundError
     from crrg.prompts import parse_prompts
     from crrg.shards import JobStatus
@@ -101,7 +101,8 @@ def _report_shard(args: argparse.Namespace) -> JobStatus:
 
     try:
         options = ReportOptions(
-            out=args.out, csv_path=args.csv, batch_size=args.batch_size, workers=args.workers,
+            out=args.out, csv_path=args.csv, batch_size=args.batch_size,
+            workers=default_workers() if args.workers is None else args.workers,
             prompts=None if args.prompts is None else tuple(parse_prompts(args.prompts)),
             regions=tuple(parse_prompts(args.regions)) if args.regions else None,
             box=tuple(float(v) for v in args.box.split(",")) if args.box else None,
@@ -172,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", help="also write a one-row-per-image summary CSV")
     rep.add_argument("--batch-size", type=int, default=8,
                      help="images per detector/CLIP pass and per generate call (default 8; 1 = one at a time)")
-    rep.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                     help="DataLoader worker processes decoding images (0 = in this process)")
+    rep.add_argument("--workers", type=int, default=None,
+                     help="DataLoader worker processes decoding images (0 = in this process; default: the "
+                          "cores torch's threads leave free, at most 2)")
     rep.add_argument("--progress", action="store_true",
                      help="show the progress bar even when stderr is not a terminal")
     rep.set_defaults(func=_report)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from crrg.batch import JsonlLog, discover, output_file, shard
+from crrg.batch import JsonlLog, default_workers, discover, output_file, shard
 from demo.testing import write_dicom
 from pipeline_fixture import chest_like_png, tiny_model
 
@@ -67,6 +67,26 @@ def test_shards_are_disjoint_and_cover_every_input() -> None:
     assert sum(len(p) for p in parts) == len(paths)
     with pytest.raises(ValueError):
         shard(paths, 3, 3)
+
+
+@pytest.mark.parametrize("cores,threads,local_ranks,expected", [
+    (2, 2, None, 0),  # this machine: torch's threads take both cores, decoding stays in the process
+    (8, 2, None, 2),  # spare cores: two decoding workers (never more)
+    (4, 1, None, 2), (3, 2, None, 1),
+    (4, 1, "2", 2), (4, 2, "2", 0),  # torchrun: every local rank's threads count
+])
+def test_default_workers_use_only_the_cores_torch_leaves_free(monkeypatch: pytest.MonkeyPatch, cores: int,
+                                                              threads: int, local_ranks: str | None,
+                                                              expected: int) -> None:
+    import torch
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    if local_ranks is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
+    assert default_workers() == expected
 
 
 def test_output_file_for_a_folder_and_for_several_ranks(tmp_path: Path) -> None:
