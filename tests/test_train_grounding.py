@@ -119,3 +119,11 @@ def test_refit_replaces_the_image_findings_calibration_and_sets_every_test_repor
     assert merged["image_tower_finetune"]["tuned_mean"] == 0.68
     assert merged["text_tower"] == {"chosen_step": 100}  # carried: the text tower is this model's
     assert "text_tower" in merged["carried"]["sections"]
+    # a later re-evaluation of the same weights (code changes only) keeps the refit and tower figures
+    paths["eval2"] = tmp_path / "eval2.json"
+    paths["eval2"].write_text(json.dumps({"zero_shot": {}}))
+    main([str(paths["eval2"]), "--carry", str(paths["eval"])])
+    again = json.loads(paths["eval2"].read_text())
+    assert again["image_findings_refit"] == merged["image_findings_refit"]
+    assert again["image_tower_finetune"] == merged["image_tower_finetune"]
+    assert {"image_findings_refit", "image_tower_finetune"} <= set(again["carried"]["sections"])

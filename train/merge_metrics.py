@@ -60,7 +60,7 @@ def merge(metrics: dict[str, Any], heads: dict[str, Any], augmented: dict[str, A
 
 
 CARRIED = ("cross_source", "calibration", "region_findings", "input_check", "measurements", "report_quality",
-           "source_gate", "text_tower", "grounding_tuning")
+           "source_gate", "text_tower", "grounding_tuning", "image_findings_refit", "image_tower_finetune")
 
 
 def carry(metrics: dict[str, Any], previous: dict[str, Any], source: str,

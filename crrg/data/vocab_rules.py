@@ -346,7 +346,10 @@ IMAGE_COUNT = (
 # is missing), a word typed twice ("is is"), a finding noun run straight into an anatomy noun with
 # no preposition ("no evidence for mass lung apices"), a sentence ending on a function word, or
 # one opening on a word that points at a sentence before it ("These appear to be located in
-# the lingula.", "This may represent atelectasis."): alone, in a report of other sentences, it
+# the lingula.", "This may represent atelectasis."), or the article "a" before a vowel (a word
+# the de-identification removed: "In addition, there is a interface along the left
+# hemidiaphragm." was "a XXXX interface" in its IU report; "a" as a name, "patient a on
+# admission", and "a one-view" are no article error): alone, in a report of other sentences, it
 # says nothing or the wrong thing.
 FINDING_NOUNS = (r"(?:mass(?:es)?|nodules?|opacit(?:y|ies)|effusions?|consolidations?|infiltrates?"
                  r"|pneumothora(?:x|ces)|atelectasis|edema|lesions?|granulomas?)")
@@ -355,4 +358,5 @@ MALFORMED = (
     r"\bxxxx\b|\b([a-z]+) \1\b|\b" + FINDING_NOUNS + r" " + ANATOMY_NOUNS + r"\b"
     r"|\b(?:the|a|an|of|for|in|with|and|or|to|at|on|by|no|is|are)\W*$"
     r"|^(?:this|these|those|it|its|they|the (?:largest|smallest|former|latter) (?:is|are|was|were|measur\w*|one|of))\b"
+    r"|\ba (?!(?:one|once|on|in|of|at|is|and|or|as|if|it|eu[a-z]*)\b)[aeio][a-z]*\b"
 )
