@@ -86,6 +86,29 @@ def test_report_metrics_says_how_often_a_report_states_a_pathology_per_source() 
     assert stated == {"abnormal_stated": 0.5, "n_abnormal": 2, "normal_stated": 0.5, "n_normal": 2}
 
 
+def test_a_report_states_what_its_typed_sentences_state_hedged_or_not() -> None:
+    """With the pipeline's typed findings, a hedged image-level sentence counts as stated (the
+    extractor reads "suggest" as uncertain) and a device is no pathology."""
+    sample = [{"image": k, "source": "nih_cxr14", "abnormal": abnormal,
+               "labels": {"no finding": int(not abnormal), "pleural effusion": int(abnormal)}}
+              for k, abnormal in (("a", True), ("b", True), ("c", False), ("d", False))]
+    rows = {"a": ("Findings suggest a pleural effusion.", ("pleural effusion",)),
+            "b": ("The lungs are clear.", ()),
+            "c": ("A support device projects over the mediastinum.", ("support device",)),
+            "d": ("There are diffuse bilateral opacities.", ("opacity",))}
+    outputs = {}
+    for key, (text, stated) in rows.items():
+        outputs[key] = _outputs({}, set())
+        outputs[key].report, outputs[key].stated = text, stated
+    m = ev.report_metrics(sample, outputs)
+    assert m["pathology_stated_by_source"]["nih_cxr14"] == {"abnormal_stated": 0.5, "n_abnormal": 2,
+                                                            "normal_stated": 0.5, "n_normal": 2}
+    # the extractor misses the hedged effusion: no abnormal film states one by the text
+    assert m["pathology_stated_by_source_by_labeler"]["nih_cxr14"]["abnormal_stated"] == 0.0
+    assert m["abnormal_vs_normal"]["recall"] == 0.5 and m["abnormal_vs_normal_by_labeler"]["recall"] == 0.0
+    assert not ev.states_pathology(("support device",)) and ev.states_pathology(("support device", "edema"))
+
+
 def test_image_finding_metrics_score_each_finding_on_the_sources_that_assess_it() -> None:
     """Pneumonia-like on every labelled source; NIH's findings on NIH only (a normal Kermany film
     is not a negative for effusion); sensitivity / specificity at the model's own threshold."""

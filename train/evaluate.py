@@ -119,6 +119,9 @@ class Outputs:
     image_findings: dict[str, float] = field(default_factory=dict)  # finding -> probability
     report: str | None = None
     sentences: dict[str, str] = field(default_factory=dict)
+    #: the findings the report's sentences state (their typed ``finding``, from the pipeline's
+    #: result); None when only the text is known (then the label extractor reads it)
+    stated: tuple[str, ...] | None = None
 
 
 # ------------------------------------------------------------------------------ data
@@ -209,6 +212,7 @@ def generate_reports(pipe: Pipeline, outputs: dict[str, Outputs], keys: Iterable
         for key, result in zip(part, pipe.batch([prepared.path(k) for k in part], prompts=[])):
             outputs[key].report = result.findings_text  # scored without the impression line
             outputs[key].sentences = dict(result.region_sentences)
+            outputs[key].stated = tuple(x.finding for x in result.sentences if x.finding is not None)
             results[key] = result
     return results
 
@@ -385,7 +389,8 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
     image label assesses it (``unassessed="skip"``). ``all_findings``: every finding of
     crrg.labels.FINDINGS (COVID-19 and nodule as their own labels), labels a source does not give
     counted as absent (the stricter protocol). ``abnormal_vs_normal``: does the report state any
-    pathology, against the image's flag."""
+    pathology (a sentence with a typed finding other than a device, :func:`states_pathology`),
+    against the image's flag; ``..._by_labeler``: the same read from the text by the extractor."""
     if not sample:
         return {"note": "no labelled test images"}
     reports = [outputs[r["image"]].report or "" for r in sample]
@@ -404,13 +409,20 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
         by_source[source] = {k: scores[k] for k in CE_KEYS}
     strict = compute_clinical(reports, labels)
     pathology = [i for i, f in enumerate(FINDINGS) if f not in ("no finding", "support devices")]
-    said = label_matrix(reports)[:, pathology].any(axis=1)  # [N] the report states a pathology
+    by_labeler = label_matrix(reports)[:, pathology].any(axis=1)  # [N] the extractor reads a pathology
+    said = np.array([states_pathology(outputs[r["image"]].stated) if outputs[r["image"]].stated is not None
+                     else bool(by_labeler[i]) for i, r in enumerate(sample)], dtype=bool)  # [N]
     known = [i for i, r in enumerate(sample) if r.get("abnormal") in (True, False)]
+    truth = [bool(sample[i]["abnormal"]) for i in known]
     result.update(
         by_source=by_source, empty_reports=sum(not t for t in reports),
         mean_sentences=float(np.mean([len(outputs[r["image"]].sentences) for r in sample])),
-        abnormal_vs_normal=abnormal_scores([bool(sample[i]["abnormal"]) for i in known], said[known]),
+        abnormal_vs_normal=abnormal_scores(truth, said[known]),
         pathology_stated_by_source=stated_by_source(sample, said),
+        # the same read by the label extractor, which takes a hedged sentence ("Findings suggest a
+        # pleural effusion.") as uncertain, not stated: the protocol of the figures before 2026-12-06
+        abnormal_vs_normal_by_labeler=abnormal_scores(truth, by_labeler[known]),
+        pathology_stated_by_source_by_labeler=stated_by_source(sample, by_labeler),
         all_findings={**{k: strict[k] for k in CE_KEYS}, "per_label": strict["per_label"]},
         references=("headline: image labels in CheXpert's 14 observations (COVID-19 -> pneumonia, "
                     "nodule -> lung lesion), labels an image's source does not assess not scored; "
@@ -469,6 +481,19 @@ def _at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, A
     return {**_noted(binary_metrics(y, p, threshold)),
             "sensitivity": float(said[y == 1].mean()) if (y == 1).any() else None,
             "specificity": float((~said[y == 0]).mean()) if (y == 0).any() else None}
+
+
+#: typed findings that are no pathology when a report states them
+NOT_PATHOLOGY = frozenset({"support device"})
+
+
+def states_pathology(stated: Iterable[str]) -> bool:
+    """Does a report whose sentences state ``stated`` (their typed findings) state a pathology?
+
+    The pipeline's own sentences, not a label extractor: the image-level findings are written
+    hedged ("Findings suggest a pleural effusion."), which an extractor reads as uncertain, yet the
+    report states them (the model's calibrated probability passed the finding's threshold)."""
+    return any(finding not in NOT_PATHOLOGY for finding in stated)
 
 
 def stated_by_source(sample: Sequence[dict[str, Any]], said: np.ndarray) -> dict[str, Any]:
