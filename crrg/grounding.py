@@ -6,8 +6,9 @@ Sentences come from three kinds of evidence, never from text alone:
 - ``region``: the region-level finding heads (:class:`crrg.findings.RegionFindings`: nodule,
   opacity, support device), one sentence per finding naming the detected regions whose calibrated
   probability passes the finding's threshold; and the decoder's sentences for selected regions,
-  kept only as *normal* statements of regions that the abnormality head calls normal (a finding
-  the decoder writes has no region-level evidence of its own, so it is not reported);
+  kept only as *normal* statements (a negation or a word that says normal: :data:`NORMAL_WORDS`)
+  of regions that the abnormality head calls normal (a finding or an observation the decoder
+  writes has no region-level evidence of its own, so it is not reported);
 - ``measurement``: sentences built from values measured on the detected anatomy (the
   cardiothoracic ratio), passed in ready-made;
 - ``image``: image-level findings (:class:`crrg.findings.ImageFindings`), written without any
@@ -79,6 +80,12 @@ PRESENCE_WORDS = re.compile(
     r"\b(tubes?|lines?|catheters?|tips?|pacemakers?|pacers?|prosthes\w*|wires?|clips?|stents?|ports?"
     r"|devices?|hardware|leads?|picc|drains?|electrodes?|valves?|sternotomy|surgical|postsurgical"
     r"|arthroplast\w*|fixation|plates?|screws?|implants?|markers?)\b", re.IGNORECASE)
+#: a decoder sentence kept as a normal statement must read as one: a negation, or a word that
+#: says normal ("The trachea is midline."); "There are lower lung volumes." states an observation
+#: that no head has evidence for, so it is dropped even though no finding label matches it
+NORMAL_WORDS = re.compile(
+    r"\b(?:no|not|without|negative|normal|clear|intact|unremarkable|midline|well expanded|expanded"
+    r"|well aerated|preserved|maintained|stable|unchanged|appropriate|symmetric)\b", re.IGNORECASE)
 #: the topic a finding is about (:data:`crrg.report.TOPICS`); a normal statement on it contradicts it
 FINDING_TOPICS: dict[str, str] = {"opacity": "lungs", "nodule": "lungs", "pneumonia": "lungs",
                                   "support device": "devices", "cardiomegaly": "heart",
@@ -263,6 +270,9 @@ def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, skip_region
                 out.append(Sentence(item.text, regions, finding, Evidence("region", probability=max(probs))))
             else:
                 dropped.append((item.text, "states a finding without region-level evidence"))
+            continue
+        if not info.negated and not NORMAL_WORDS.search(item.text):
+            dropped.append((item.text, "no normal statement: states an observation without region-level evidence"))
             continue
         if max(probs) > abnormal_threshold:
             dropped.append((item.text, "normal statement for a region the abnormality head calls abnormal"))

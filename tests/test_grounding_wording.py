@@ -120,6 +120,17 @@ def test_the_pool_filter_drops_non_chest_and_malformed_sentences_at_report_time(
                                                      "pool filter: not about the chest"]
 
 
+def test_a_decoder_sentence_is_kept_only_as_a_normal_statement() -> None:
+    out = compose(_evidence(generated={
+        "right lung": "There are lower lung volumes.",  # an observation, no finding label, no evidence
+        "trachea": "The trachea is midline.",
+        "spine": "No acute bony abnormality.",
+    }))
+    assert sorted(_texts(out)) == ["No acute bony abnormality.", "The trachea is midline."]
+    assert ("There are lower lung volumes.",
+            "no normal statement: states an observation without region-level evidence") in out.dropped
+
+
 # ------------------------------------------------------------------------------ locations
 @pytest.mark.parametrize(("zones", "sentence"), [
     (LUNG_ZONES, "There are diffuse bilateral opacities."),
