@@ -107,6 +107,10 @@ def test_a_report_states_what_its_typed_sentences_state_hedged_or_not() -> None:
     assert m["pathology_stated_by_source_by_labeler"]["nih_cxr14"]["abnormal_stated"] == 0.0
     assert m["abnormal_vs_normal"]["recall"] == 0.5 and m["abnormal_vs_normal_by_labeler"]["recall"] == 0.0
     assert not ev.states_pathology(("support device",)) and ev.states_pathology(("support device", "edema"))
+    # CE: the headline reads "suggest" as uncertain (no effusion predicted); hedged_as_stated credits it
+    assert m["per_label"]["pleural effusion"]["predicted"] == 0
+    assert m["hedged_as_stated"]["per_label"]["pleural effusion"]["predicted"] == 1
+    assert m["hedged_as_stated"]["per_label"]["pleural effusion"]["f1"] > m["per_label"]["pleural effusion"]["f1"]
 
 
 def test_image_finding_metrics_score_each_finding_on_the_sources_that_assess_it() -> None:

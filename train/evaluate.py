@@ -57,6 +57,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from tqdm import tqdm
 
 from crrg import DISCLAIMER
 from crrg.calibration import expected_calibration_error
+from crrg.data.sentences import extract_findings
 from crrg.images import ImageError, load_image
 from crrg.labels import CHEXPERT, FINDINGS
 from crrg.metrics import (binary_metrics, chexpert_reference, compute_classification, compute_clinical,
@@ -390,7 +392,9 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
     crrg.labels.FINDINGS (COVID-19 and nodule as their own labels), labels a source does not give
     counted as absent (the stricter protocol). ``abnormal_vs_normal``: does the report state any
     pathology (a sentence with a typed finding other than a device, :func:`states_pathology`),
-    against the image's flag; ``..._by_labeler``: the same read from the text by the extractor."""
+    against the image's flag; ``..._by_labeler``: the same read from the text by the extractor.
+    ``hedged_as_stated``: the headline with hedged mentions of the generated text counted as
+    stated (CheXpert's U-ones), which credits the image-level sentences ("Findings suggest ...")."""
     if not sample:
         return {"note": "no labelled test images"}
     reports = [outputs[r["image"]].report or "" for r in sample]
@@ -408,6 +412,10 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
         scores = headline(idx)
         by_source[source] = {k: scores[k] for k in CE_KEYS}
     strict = compute_clinical(reports, labels)
+    # the report's hedged image-level sentences ("Findings suggest a pleural effusion.") as
+    # stated: CheXpert's U-ones reading of the generated text, beside the headline's U-zeros
+    hedged = compute_clinical(reports, mapped, labels=CHEXPERT, unassessed="skip",
+                              extractor=partial(extract_findings, uncertain_as_positive=True))
     pathology = [i for i, f in enumerate(FINDINGS) if f not in ("no finding", "support devices")]
     by_labeler = label_matrix(reports)[:, pathology].any(axis=1)  # [N] the extractor reads a pathology
     said = np.array([states_pathology(outputs[r["image"]].stated) if outputs[r["image"]].stated is not None
@@ -424,6 +432,7 @@ def report_metrics(sample: Sequence[dict[str, Any]], outputs: dict[str, Outputs]
         abnormal_vs_normal_by_labeler=abnormal_scores(truth, by_labeler[known]),
         pathology_stated_by_source_by_labeler=stated_by_source(sample, by_labeler),
         all_findings={**{k: strict[k] for k in CE_KEYS}, "per_label": strict["per_label"]},
+        hedged_as_stated={**{k: hedged[k] for k in CE_KEYS}, "per_label": hedged["per_label"]},
         references=("headline: image labels in CheXpert's 14 observations (COVID-19 -> pneumonia, "
                     "nodule -> lung lesion), labels an image's source does not assess not scored; "
                     "all_findings: every finding, labels a source does not give counted as absent"),
