@@ -32,9 +32,8 @@ from crrg import DISCLAIMER
 from crrg.shards import dist_rank, shard
 from crrg.types import InputCheck, ReportResult
 
-__all__ = ["Failure", "FailureKind", "JsonlLog", "ReportOptions", "RunSummary", "default_workers", "discover", "dist_rank",
-           "looks_like_image", "output_file",
-           "run_reports", "shard", "write_csv"]
+__all__ = ["Failure", "FailureKind", "JsonlLog", "ReportOptions", "RunSummary", "default_workers", "discover",
+           "dist_rank", "looks_like_image", "output_file", "run_reports", "shard", "write_csv"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".dcm", ".dicom"})
 _GLOB_CHARS = frozenset("*?[")

@@ -76,7 +76,8 @@ def test_roi_mean_is_the_mean_of_roi_align(aligned: bool, channels: int, side: i
     got = roi_mean(maps, rois, grid, scale, 2, aligned)
     assert got.shape == (60, channels)
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
-    outside = torch.tensor([[0.0, side + 5.0, side + 5.0, side + 9.0, side + 9.0]]) / torch.tensor([1, scale, scale, scale, scale])
+    beyond = torch.tensor([side + 5.0, side + 5.0, side + 9.0, side + 9.0]) / scale  # wholly outside the map
+    outside = torch.cat([torch.zeros(1), beyond])[None]
     assert torch.equal(roi_mean(maps, outside, grid, scale, 2, aligned), torch.zeros(1, channels))  # roi_align's zeros
 
 
