@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/bench_batch.py [--weights assets/crrg-default] [--images 64] [--threads 2]
 
 Runs :func:`crrg.batch.run_reports` (what ``python -m crrg report INPUT --out FILE`` runs, with
-DataLoader decoding workers as the CLI starts them by default) once per batch size in one process, after a warm-up, with the
-model's default prompts. Images: a mix of the shared data's sources (``CRRG_DATA``) when present,
-else generated. Model loading is not counted. Goal (issue 12) on the 2-core machine: batch 8
->= 2x batch 1 and >= 10 images/s. Also prints the per-image stage times of each mode.
+the CLI's default decoding workers, :func:`crrg.batch.default_workers`) once per batch size in one
+process, after a warm-up, with the model's default prompts. Images: a mix of the shared data's
+sources (``CRRG_DATA``) when present, else generated. Model loading is not counted. Goal (issue
+12) on the 2-core machine: batch 8 >= 2x batch 1 and >= 10 images/s. Also prints the per-image
+stage times of each mode.
 """
 
 from __future__ import annotations
