@@ -144,3 +144,9 @@ class GroundingConfig:
     #: models whose abnormality head learned region-level truth for every region it reports
     #: (paired MIMIC-CXR + Chest ImaGenome training); the open-data default model keeps it off
     decoder_findings: bool = False
+    #: the report topics (:data:`crrg.report.TOPICS`) the abnormality head's region labels cover:
+    #: a decoder normal statement on another topic is kept only where a finding head or a
+    #: measurement speaks to it (:func:`crrg.grounding.assessed_topics`). The open-data default
+    #: model's labels are lung findings (opacity, nodule masks and boxes); a model trained on
+    #: Chest ImaGenome's region labels covers every topic (``crrg_rgrg.json``)
+    abnormality_topics: tuple[str, ...] = ("lungs",)

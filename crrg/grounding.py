@@ -8,7 +8,10 @@ Sentences come from three kinds of evidence, never from text alone:
   probability passes the finding's threshold; and the decoder's sentences for selected regions,
   kept only as *normal* statements (a negation or a word that says normal: :data:`NORMAL_WORDS`)
   of regions that the abnormality head calls normal (a finding or an observation the decoder
-  writes has no region-level evidence of its own, so it is not reported);
+  writes has no region-level evidence of its own, so it is not reported), and only on topics
+  some evidence in the image assesses (:func:`assessed_topics`: "No pneumothorax." needs a
+  pneumothorax head; the rest are listed in ``not_assessed`` and the report's last line,
+  "Not assessed by this model: ...");
 - ``measurement``: sentences built from values measured on the detected anatomy (the
   cardiothoracic ratio), passed in ready-made;
 - ``image``: image-level findings (:class:`crrg.findings.ImageFindings`), written without any
@@ -36,7 +39,8 @@ Wording (the evidence of a sentence never changes with it):
   findings before normal statements, located findings before image-level ones, then by region;
 - the impression (:func:`impression`): the positive findings in order of importance
   (:data:`IMPORTANCE`), each once, with its location ("Diffuse bilateral opacities, consistent
-  with pneumonia. Support device in place."); or "No acute cardiopulmonary abnormality.".
+  with pneumonia. Support device in place."); or "No acute cardiopulmonary abnormality." (with
+  "among the findings assessed" when a cardiopulmonary topic is not assessed).
 
 Every sentence is then checked against :func:`crrg.locations.unsupported_locations`; one that names
 a side, lobe or zone its evidence does not cover is dropped (``dropped`` keeps them, for tests and
@@ -46,7 +50,7 @@ the evaluation's count).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from crrg.findings import FINDING_REGIONS
@@ -97,6 +101,12 @@ IMPORTANCE: tuple[str, ...] = ("pneumothorax", "pneumonia", "pleural effusion", 
                                "opacity", "infiltration", "atelectasis", "mass", "nodule", "cardiomegaly",
                                "support device")
 NO_ACUTE = "No acute cardiopulmonary abnormality."
+#: the impression with nothing found while a cardiopulmonary topic (:data:`CARDIOPULMONARY`) is
+#: not assessed: the report cannot rule out what no head looks for (a pneumothorax)
+NO_ACUTE_ASSESSED = "No acute cardiopulmonary abnormality among the findings assessed."
+CARDIOPULMONARY = ("lungs", "pleural effusion", "pneumothorax", "heart")
+#: the line after the impression naming the topics no evidence in the image speaks to
+NOT_ASSESSED_LINE = "Not assessed by this model: {}."
 #: a located finding -> the image-level diagnosis that explains it, said together in the impression
 EXPLAINED_BY: dict[str, str] = {"opacity": "pneumonia"}
 #: the places a device sentence may name, in the order named, and the regions each stands for
@@ -126,6 +136,9 @@ class Composed:
     dropped: tuple[tuple[str, str], ...]  # (text, why) of sentences that broke the contract
     #: the positive findings in order of importance, or :data:`NO_ACUTE` ("" without any sentence)
     impression: str = ""
+    #: the topics (:data:`crrg.report.TOPICS`, report order) that no evidence in this image
+    #: speaks to (:func:`assessed_topics`): the report says nothing about them, normal or not
+    not_assessed: tuple[str, ...] = ()
 
     @property
     def findings_text(self) -> str:
@@ -133,10 +146,14 @@ class Composed:
 
     @property
     def report(self) -> str:
-        """The findings sentences, then a line "Impression: ..."."""
+        """The findings sentences, then a line "Impression: ...", then a line "Not assessed by
+        this model: ..." (:data:`NOT_ASSESSED_LINE`)."""
         if not self.impression:
             return self.findings_text
-        return f"{self.findings_text}\nImpression: {self.impression}".lstrip("\n")
+        text = f"{self.findings_text}\nImpression: {self.impression}".lstrip("\n")
+        if self.not_assessed:
+            text += "\n" + NOT_ASSESSED_LINE.format(", ".join(self.not_assessed))
+        return text
 
 
 def measurement_sentence(measured: Measured) -> Sentence:
@@ -282,6 +299,30 @@ def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, skip_region
 
 
 # ------------------------------------------------------------------------------ topics
+def assessed_topics(ev: ImageEvidence, abnormality_topics: Collection[str]) -> frozenset[str]:
+    """The topics (:data:`crrg.report.TOPICS`) some evidence in this image speaks to: those the
+    region abnormality head's labels cover (``abnormality_topics``,
+    :attr:`crrg.findings.GroundingConfig.abnormality_topics`), the topic of every finding a head
+    scored (:data:`FINDING_TOPICS`), and the heart when its size was measured. A normal statement
+    on any other topic ("No pneumothorax.", "No acute bony abnormality.") has nothing behind it."""
+    topics = set(abnormality_topics)
+    topics |= {FINDING_TOPICS[f] for f in [*ev.region_findings, *ev.image_findings] if f in FINDING_TOPICS}
+    if any(s.evidence.kind == "measurement" for s in ev.measurements):
+        topics.add("heart")
+    return frozenset(topics)
+
+
+def _assessed(s: Sentence, assessed: frozenset[str], dropped: list[tuple[str, str]]) -> bool:
+    """A normal statement is kept only when every topic it covers is assessed."""
+    topics = {t for t, _ in topic_keys(s.text)}
+    missing = sorted(topics - assessed, key=TOPIC_ORDER.__getitem__)
+    if not topics or missing:
+        what = ", ".join(missing) if missing else "no topic"
+        dropped.append((normalize_sentence(s.text), f"normal statement on {what}: no head assesses it"))
+        return False
+    return True
+
+
 def finding_keys(sentence: Sentence) -> frozenset[tuple[str, str]]:
     """(topic, side) pairs a finding sentence states (:data:`FINDING_TOPICS`; a lung finding on
     the sides of its regions, an image-level one on both)."""
@@ -337,9 +378,10 @@ def _order(sentence: Sentence) -> tuple[int, bool, bool, int]:
     return rank, sentence.finding is None, sentence.evidence.kind == "image", first
 
 
-def impression(items: Sequence[tuple[Sentence, str]]) -> str:
+def impression(items: Sequence[tuple[Sentence, str]], not_assessed: Collection[str] = ()) -> str:
     """The positive findings in order of importance (:data:`IMPORTANCE`), each once, or
-    :data:`NO_ACUTE`. ``items``: (finding sentence, its impression item) in report order.
+    :data:`NO_ACUTE` (:data:`NO_ACUTE_ASSESSED` when a :data:`CARDIOPULMONARY` topic is in
+    ``not_assessed``). ``items``: (finding sentence, its impression item) in report order.
 
     A finding that an image-level diagnosis explains (:data:`EXPLAINED_BY`: opacities and
     pneumonia) is said with it, once ("Diffuse bilateral opacities, consistent with pneumonia.")."""
@@ -356,14 +398,17 @@ def impression(items: Sequence[tuple[Sentence, str]]) -> str:
             item = f"{explained[0].rstrip('.')}, consistent with {finding}."
         if item not in said:
             said.append(item)
-    return " ".join(said) or NO_ACUTE
+    if said:
+        return " ".join(said)
+    return NO_ACUTE_ASSESSED if set(CARDIOPULMONARY) & set(not_assessed) else NO_ACUTE
 
 
 def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = None,
             image_thresholds: Mapping[str, float] | None = None, abnormal_threshold: float = 0.5,
-            decoder_findings: bool = False, region_relative: Mapping[str, float] | None = None) -> Composed:
+            decoder_findings: bool = False, region_relative: Mapping[str, float] | None = None,
+            abnormality_topics: Collection[str] = ("lungs",)) -> Composed:
     """The report's sentences with evidence, report order, and its impression (see the module doc);
-    ``region_relative``: :attr:`crrg.findings.GroundingConfig.region_relative`."""
+    ``region_relative`` and ``abnormality_topics``: those of :class:`crrg.findings.GroundingConfig`."""
     dropped: list[tuple[str, str]] = []
     found = _region_sentences(ev, region_thresholds or {}, region_relative or {})
     localised = {s.finding for s, _ in found}
@@ -376,10 +421,14 @@ def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = N
     fixed = [s for s, _ in items] + [s for s in ev.measurements if not s.finding and _supported(s, dropped)]
     contradicted = frozenset(k for s, _ in items for k in finding_keys(s))
     stated = frozenset(k for s in fixed for k in finding_keys(s))
-    normals = [s for s in [*decoder, *images] if s.finding is None and _supported(s, dropped)]
+    assessed = assessed_topics(ev, abnormality_topics)
+    normals = [s for s in [*decoder, *images]
+               if s.finding is None and _supported(s, dropped) and _assessed(s, assessed, dropped)]
     chosen = _select_normals(normals, stated, contradicted, ev.abnormal, dropped)
     sentences = sorted((_normalized(s) for s in [*fixed, *chosen]), key=_order)
-    return Composed(tuple(sentences), tuple(dropped), impression(items) if sentences else "")
+    not_assessed = tuple(t for t in TOPIC_ORDER if t not in assessed)
+    return Composed(tuple(sentences), tuple(dropped), impression(items, not_assessed) if sentences else "",
+                    not_assessed)
 
 
 def _normalized(s: Sentence) -> Sentence:

@@ -147,6 +147,11 @@ class ReportResult:
     #: "No acute cardiopulmonary abnormality." (:func:`crrg.grounding.impression`); ``report`` ends
     #: with it as a line "Impression: ..." ("" when the report has no sentence)
     impression: str = ""
+    #: the report topics no evidence in this image speaks to (lungs, pleural effusion,
+    #: pneumothorax, heart, mediastinum, hila, bones, devices, upper abdomen, diaphragm: those of
+    #: :data:`crrg.report.TOPICS`); the report states nothing about them, normal or not, and
+    #: ``report`` ends with the line "Not assessed by this model: ..."
+    not_assessed: tuple[str, ...] = ()
 
     def region(self, name: str) -> RegionResult:
         for region in self.regions:
@@ -187,6 +192,7 @@ class ReportResult:
             "regions": [r.to_json() for r in self.regions],
             "report": self.report,
             "impression": self.impression,
+            "not_assessed": list(self.not_assessed),
             "sentences": [s.to_json() for s in self.sentences],
             "measurements": {k: None if v is None else round(v, 4) for k, v in self.measurements.items()},
             "input_check": None if self.input_check is None else self.input_check.to_json(),

@@ -21,6 +21,8 @@ CSS = """
 .crrg-report h3 { margin: 0 0 8px 0; font-size: 1.05rem; }
 .crrg-impression { margin: 0 0 8px 0; padding: 6px 10px; border-radius: 6px; line-height: 1.45;
   border-left: 3px solid var(--color-accent); background: color-mix(in srgb, var(--color-accent) 8%, transparent); }
+.crrg-not-assessed { margin: 8px 0 0 0; padding: 6px 10px; border-radius: 6px; font-size: 0.9rem;
+  border-left: 3px solid #d97706; background: color-mix(in srgb, #d97706 10%, transparent); }
 .crrg-sentences { display: grid; grid-template-columns: max-content 1fr; column-gap: 12px; }
 .crrg-sentence { display: grid; grid-column: 1 / -1; grid-template-columns: subgrid; cursor: pointer;
   border-bottom: 1px solid var(--border-color-primary); border-radius: 6px; }

@@ -101,6 +101,16 @@ def impression_html(result: Result) -> str:
     return f'<p class="crrg-impression"><b>Impression:</b> {html.escape(text)}</p>'
 
 
+def not_assessed_html(result: Result) -> str:
+    """The topics the report says nothing about because no evidence in the image speaks to them
+    (``ReportResult.not_assessed``); empty when there are none or the result predates the field."""
+    topics = result.get("not_assessed") or []
+    if not topics:
+        return ""
+    return (f'<p class="crrg-not-assessed"><b>Not assessed by this model:</b> {html.escape(", ".join(topics))}. '
+            "The report states nothing about these, normal or not.</p>")
+
+
 def findings_html(result: Result) -> str:
     """Every finding the model knows with its calibrated probability (``ReportResult.findings``:
     a region-level finding's maximum over its regions), and whether the report states it; empty
@@ -122,7 +132,7 @@ def findings_html(result: Result) -> str:
 def report_html(result: Result, title: str = "Report", picked: int | None = None) -> str:
     """The report: its impression (:func:`impression_html`), then one row per findings sentence:
     the coloured chip(s) of the regions it rests on (or "whole image"), the sentence and a line
-    with its evidence. A row is a button (``data-sentence`` = its index): choosing it shows its
+    with its evidence, then the topics not assessed (:func:`not_assessed_html`). A row is a button (``data-sentence`` = its index): choosing it shows its
     evidence on the image; ``picked`` is the chosen one."""
     sentences = evidence_sentences(result)
     if not sentences:
@@ -146,7 +156,7 @@ def report_html(result: Result, title: str = "Report", picked: int | None = None
                 '<p class="crrg-hint">Click a sentence to see its evidence on the image. Percentages: '
                 "the model's probability of the finding stated (for a normal statement: of normal).</p>")
     return (f'<div class="crrg-report"><h3>{html.escape(title)}</h3>{impression_html(result)}{body}'
-            f"{findings_html(result)}</div>")
+            f"{not_assessed_html(result)}{findings_html(result)}</div>")
 
 
 def sentence_regions(result: Result, index: int | None) -> list[str]:

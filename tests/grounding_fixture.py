@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from crrg.grounding import ImageEvidence
 from crrg.regions import NUM_REGIONS, REGION_INDEX
+from crrg.report import TOPICS
+
+#: every report topic: what a model whose abnormality head learned region labels of every topic
+#: (Chest ImaGenome) assesses; tests of the wording rules pass it so that normal statements on
+#: any topic take part (tests/test_not_assessed.py tests the open-data default, lungs only)
+ALL_TOPICS = tuple(name for name, _ in TOPICS)
 
 
 def evidence(**changes) -> ImageEvidence:

@@ -439,7 +439,8 @@ def _typed(input_check=None, ctr: float | None = 0.49, image: str = "/tmp/gradio
     )
     impression = "Nodule in the right lower lung zone."
     return ReportResult(image=image, width=W, height=H, regions=regions, impression=impression,
-                        report=" ".join(s.text for s in sentences) + "\nImpression: " + impression,
+                        report=" ".join(s.text for s in sentences) + "\nImpression: " + impression
+                        + "\nNot assessed by this model: pneumothorax, bones.", not_assessed=("pneumothorax", "bones"),
                         labels={"pneumonia": 0.07, "nodule": 0.81},
                         label_regions={"pneumonia": None, "nodule": "right lower lung zone"},
                         timings={"total": 0.5, "detect": 0.2}, sentences=sentences,
@@ -510,10 +511,21 @@ def test_the_impression_is_shown_above_the_sentences_and_carried_by_text_and_jso
     assert page.index("crrg-impression") < page.index('class="crrg-sentence"')
     assert "<b>Impression:</b> Nodule in the right lower lung zone.</p>" in page
     shown = render_main(_c(), _analysis(_typed()), None, False)
-    assert shown["report_text"].endswith("\nImpression: Nodule in the right lower lung zone.")
+    assert shown["report_text"].endswith("\nImpression: Nodule in the right lower lung zone.\n"
+                                         "Not assessed by this model: pneumothorax, bones.")
     assert shown["json_view"]["impression"] == result["impression"]
     assert 'class="crrg-impression"' in shown["report_view"]
     assert views.impression_html({k: v for k, v in result.items() if k != "impression"}) == ""  # an older result
+
+
+def test_the_topics_not_assessed_are_named_below_the_sentences() -> None:
+    result = _built()
+    page = views.report_html(result)
+    assert page.count('class="crrg-not-assessed"') == 1
+    assert page.rindex('class="crrg-sentence"') < page.index("crrg-not-assessed")
+    assert "<b>Not assessed by this model:</b> pneumothorax, bones." in page
+    assert views.not_assessed_html({k: v for k, v in result.items() if k != "not_assessed"}) == ""  # an older result
+    assert views.not_assessed_html(dict(result, not_assessed=[])) == ""
 
 
 def test_every_finding_the_model_checks_is_listed_with_whether_the_report_states_it() -> None:

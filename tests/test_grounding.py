@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from grounding_fixture import ALL_TOPICS
 from grounding_fixture import evidence as _evidence
 from grounding_fixture import probs as _probs
 
@@ -75,7 +76,7 @@ def test_image_level_finding_names_no_location_and_decoder_findings_are_dropped(
         "left lung": "The left lung is clear.",  # contradicts the image-level finding
         "spine": "No acute osseous abnormality.",
     })
-    out = compose(ev, image_thresholds={"pneumonia": 0.5})
+    out = compose(ev, image_thresholds={"pneumonia": 0.5}, abnormality_topics=ALL_TOPICS)
     texts = [s.text for s in out.sentences]
     assert "Findings are consistent with pneumonia." in texts
     assert "No acute osseous abnormality." in texts
@@ -95,7 +96,7 @@ def test_normal_statement_cites_its_region_and_a_flagged_region_gets_none() -> N
         "spine": "No acute osseous abnormality.",
         "right costophrenic angle": "The right costophrenic angle is sharp.",
     })
-    out = compose(ev)
+    out = compose(ev, abnormality_topics=ALL_TOPICS)
     assert [s.text for s in out.sentences] == ["No acute osseous abnormality."]
     assert out.sentences[0].regions == ("spine",)
     assert out.sentences[0].evidence == Evidence("region", probability=pytest.approx(0.9))

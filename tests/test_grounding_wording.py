@@ -1,23 +1,28 @@
 """Report wording (issue #17): topic de-duplication of normal statements, no normal statement
 against a finding, the pool filter at report time, grouped lung locations against the location
-check, device places, image-level wording and the impression."""
+check, device places, image-level wording and the impression. Composed as for a model that
+assesses every topic (:data:`grounding_fixture.ALL_TOPICS`), so that normal statements on any
+topic take part; the open-data default's topic rule is tested in test_not_assessed.py."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 
 import pytest
+from grounding_fixture import ALL_TOPICS
 from grounding_fixture import evidence as _evidence
 from grounding_fixture import probs as _probs
 
 from crrg.findings import DEVICE_REGIONS, LUNG_ZONES
-from crrg.grounding import (DEVICE_NAMED, NO_ACUTE, compose, finding_keys, lung_finding_text,
-                            lung_location, measurement_sentence)
+from crrg import grounding
+from crrg.grounding import DEVICE_NAMED, NO_ACUTE, finding_keys, lung_finding_text, lung_location, measurement_sentence
 from crrg.locations import is_supported, unsupported_locations
 from crrg.measurements import heart_size
 from crrg.report import topic_keys
 
+compose = functools.partial(grounding.compose, abnormality_topics=ALL_TOPICS)
 THRESHOLDS = {"nodule": 0.5, "opacity": 0.5, "support device": 0.5}
 
 

@@ -53,8 +53,16 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
     for _, sentence in result.region_sentences:
         assert sentence.strip()
     findings = " ".join(s.text for s in result.sentences)
-    assert result.report == (f"{findings}\nImpression: {result.impression}" if result.sentences else "")
+    unassessed = f"\nNot assessed by this model: {', '.join(result.not_assessed)}." if result.not_assessed else ""
+    assert result.report == (f"{findings}\nImpression: {result.impression}{unassessed}" if result.sentences else "")
     assert bool(result.impression) == bool(result.sentences)
+    # the tiny model's abnormality head covers the lungs only, and it has no finding heads
+    assert {"pneumothorax", "bones", "mediastinum"} <= set(result.not_assessed) and "lungs" not in result.not_assessed
+    from crrg.report import topic_keys
+
+    for s in result.sentences:
+        if s.finding is None and s.evidence.kind != "measurement":
+            assert not {t for t, _ in topic_keys(s.text)} & set(result.not_assessed), s.text
     from crrg.locations import is_supported
     from crrg.report import normalize_sentence
 
@@ -69,6 +77,7 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
     line = json.loads(json.dumps(result.to_json()))
     assert [x["text"] for x in line["sentences"]] == [s.text for s in result.sentences]
     assert line["impression"] == result.impression and line["report"] == result.report
+    assert line["not_assessed"] == list(result.not_assessed)
     assert set(line["measurements"]) == {"cardiothoracic_ratio"}
     assert result.findings_text == findings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crrg.grounding import NO_ACUTE, ImageEvidence, compose, measurement_sentence
+from crrg.grounding import NO_ACUTE_ASSESSED, ImageEvidence, compose, measurement_sentence
 from crrg.measurements import heart_size
 from crrg.regions import NUM_REGIONS, REGION_INDEX
 from crrg.types import ReportResult
@@ -27,7 +27,8 @@ def _line(image: str, generated: dict[str, str], opacity: dict[str, float] | Non
                        measurements=[measurement_sentence(heart_size(ctr, None))])
     out = compose(ev, {"opacity": 0.5})
     return ReportResult(image=image, width=100, height=100, regions=(), report=out.report, labels={},
-                        label_regions={}, sentences=out.sentences, impression=out.impression).to_json()
+                        label_regions={}, sentences=out.sentences, impression=out.impression,
+                        not_assessed=out.not_assessed).to_json()
 
 
 def _old(text: str, regions: list[str], finding: str | None = None, kind: str = "region", value=None) -> dict:
@@ -71,11 +72,11 @@ def test_counts_of_an_old_line_without_impression() -> None:
 def test_lines_of_the_current_composer_count_zero() -> None:
     normal = _line("/data/a.png", GENERATED)
     sick = _line("/data/b.png", GENERATED, opacity={"right lower lung zone": 0.9})
-    assert normal["impression"] == NO_ACUTE and sick["impression"] == "Opacity in the right lower lung zone."
+    assert normal["impression"] == NO_ACUTE_ASSESSED and sick["impression"] == "Opacity in the right lower lung zone."
     figures = report_quality.quality([normal, sick])
     assert figures["totals"] == dict.fromkeys(report_quality.COUNTS, 0)
     assert figures["no_acute_impressions"] == 1
-    assert figures["mean_impression_words"] == (4 + 7) / 2
+    assert figures["mean_impression_words"] == (8 + 7) / 2
     both = report_quality.quality([normal, sick, OLD_LINE])
     assert both["reports_with"] == {"topics_twice": 1, "non_chest": 1, "malformed": 1, "contradictions": 1,
                                     "long_sentences": 1}

@@ -37,7 +37,8 @@ Per report (targets 0 for the first five, on every image of every source; ``tota
 - and ``distinct_sentences`` (over all reports; ``distinct_without_numbers`` with every number as
   "#", so the cardiothoracic ratios do not count), ``mean_sentences`` and ``mean_words`` per report
   (the findings sentences, ``sentences`` of the JSON), ``mean_impression_words``,
-  ``no_acute_impressions`` (reports whose impression is "No acute cardiopulmonary abnormality.").
+  ``no_acute_impressions`` (reports whose impression is "No acute cardiopulmonary abnormality.",
+  with or without "among the findings assessed").
 
 ``image_statements``: per source, on its "No Finding" and its other labelled films, how many
 reports state each image-level finding (:func:`image_statements`).
@@ -71,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from crrg.data.sentences import pool_rejection
-from crrg.grounding import NO_ACUTE, finding_keys
+from crrg.grounding import NO_ACUTE, NO_ACUTE_ASSESSED, finding_keys
 from crrg.report import topic_keys
 from crrg.types import Evidence, Sentence
 
@@ -136,7 +137,7 @@ def quality(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         n_words += sum(len(s.text.split()) for s in sentences)
         impression = record.get("impression") or ""
         n_impression += len(impression.split())
-        no_acute += impression == NO_ACUTE
+        no_acute += impression in (NO_ACUTE, NO_ACUTE_ASSESSED)
     n = max(len(records), 1)
     return {"reports": len(records), "totals": totals, "reports_with": with_any,
             "distinct_sentences": len(texts),

@@ -334,9 +334,12 @@ NON_CHEST = (
     r"|\bsubdiaphragmatic (?:free )?air\b|^(?:(?:right|left|upper|lower) )?abdomen\W*$"
 )
 # Image counts and descriptions of the examination rather than of the image ("Right shoulder:
-# 3 images.", "PA and lateral views of the chest were obtained."): the model sees one frontal film.
+# 3 images.", "PA and lateral views of the chest were obtained."), and what is seen on a lateral
+# film ("However, no retrocardiac pleural fluid collection is seen on the lateral view."): the
+# model sees one frontal film.
 IMAGE_COUNT = (
     r"\b(?:\d+|one|two|three|four|five|six|total of \d+) (?:images?|radiographs?)\b"
+    r"|\blateral (?:views?|projections?|radiographs?|films?|images?|examinations?)\b"
     r"|^(?:(?:pa|ap|frontal|lateral|portable|apical|lordotic|upright|erect|supine|and|single) )+views?"
     r"(?: of the chest)?\W*$"
     r"|\bviews? (?:\w+ ){0,4}(?:was|were) (?:obtained|submitted|performed|acquired|provided)\b"
