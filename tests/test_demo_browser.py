@@ -113,6 +113,9 @@ def test_upload_report_regions_labels_and_interaction(page, server: DemoServer, 
     sentences = report_sentences(expected)
     assert page.locator("#crrg-report .crrg-sentence").count() == len(sentences)
     assert page.locator("#crrg-report .crrg-empty").count() == (0 if sentences else 1)
+    unassessed = expected.get("not_assessed") or []  # the tiny model assesses the lungs only
+    assert unassessed and page.locator("#crrg-report .crrg-not-assessed").count() == 1
+    assert ", ".join(unassessed) in page.locator("#crrg-report .crrg-not-assessed").inner_text()
     if detected:
         assert _coloured_pixels(page.locator("#crrg-overlay img").screenshot()) > 200  # boxes drawn
         target = min(detected, key=lambda r: (r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]))
