@@ -150,3 +150,9 @@ class GroundingConfig:
     #: model's labels are lung findings (opacity, nodule masks and boxes); a model trained on
     #: Chest ImaGenome's region labels covers every topic (``crrg_rgrg.json``)
     abnormality_topics: tuple[str, ...] = ("lungs",)
+    #: finding -> calibrated probability below which the report states the finding's absence
+    #: ("There is no pleural effusion.", :data:`crrg.grounding.IMAGE_TEMPLATES`), chosen on
+    #: validation so that at most a tenth of the positives fall below it (``train.rule_out``);
+    #: between it and the threshold the finding is indeterminate; without one it is never stated
+    #: absent
+    rule_out: dict[str, float] = field(default_factory=dict)

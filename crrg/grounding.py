@@ -9,13 +9,15 @@ Sentences come from three kinds of evidence, never from text alone:
   kept only as *normal* statements (a negation or a word that says normal: :data:`NORMAL_WORDS`)
   of regions that the abnormality head calls normal (a finding or an observation the decoder
   writes has no region-level evidence of its own, so it is not reported), and only on topics
-  some evidence in the image assesses (:func:`assessed_topics`: "No pneumothorax." needs a
-  pneumothorax head; the rest are listed in ``not_assessed`` and the report's last line,
-  "Not assessed by this model: ...");
+  region-level evidence in the image assesses (:func:`assessed_topics`: "No pneumothorax." needs
+  a pneumothorax head; topics nothing speaks to are listed in ``not_assessed`` and the report's
+  last line, "Not assessed by this model: ...");
 - ``measurement``: sentences built from values measured on the detected anatomy (the
   cardiothoracic ratio), passed in ready-made;
 - ``image``: image-level findings (:class:`crrg.findings.ImageFindings`), written without any
-  location ("Findings are consistent with pneumonia.", "Findings suggest a pleural effusion."); one
+  location ("Findings are consistent with pneumonia.", "Findings suggest a pleural effusion."),
+  and their absence only below a rule-out probability chosen on validation ("There is no pleural
+  effusion."; between the two a finding is ``indeterminate``, named on a report line); one
   the report also states from region-level evidence (a nodule) or from a measurement (heart size:
   the cardiothoracic ratio, with its value) is not written twice.
 
@@ -60,13 +62,15 @@ from crrg.regions import REGION_INDEX
 from crrg.report import SIDED_TOPICS, TOPIC_ORDER, assemble_report, normalize_sentence, topic_keys
 from crrg.types import Evidence, Sentence
 
-#: finding -> (present, absent or None); no locations. Findings with no absent statement say
-#: nothing when below threshold (the normal statements of their topic cover them).
+#: finding -> (present, absent or None); no locations. The absent statement is said only below the
+#: finding's rule-out probability (:attr:`crrg.findings.GroundingConfig.rule_out`); between it and
+#: the threshold the finding is *indeterminate*. Findings with no absent statement say nothing
+#: when below threshold (the normal statements of their topic cover them).
 IMAGE_TEMPLATES: dict[str, tuple[str, str | None]] = {
     "pneumonia": ("Findings are consistent with pneumonia.",
                   "There is no radiographic evidence of pneumonia."),
     "pneumothorax": ("Findings suggest a pneumothorax.", None),
-    "pleural effusion": ("Findings suggest a pleural effusion.", None),
+    "pleural effusion": ("Findings suggest a pleural effusion.", "There is no pleural effusion."),
     "edema": ("Findings suggest pulmonary edema.", None),
     "consolidation": ("Findings suggest consolidation.", None),
     "infiltration": ("Findings suggest a pulmonary infiltrate.", None),
@@ -107,6 +111,8 @@ NO_ACUTE_ASSESSED = "No acute cardiopulmonary abnormality among the findings ass
 CARDIOPULMONARY = ("lungs", "pleural effusion", "pneumothorax", "heart")
 #: the line after the impression naming the topics no evidence in the image speaks to
 NOT_ASSESSED_LINE = "Not assessed by this model: {}."
+#: the line naming the image-level findings between their rule-out probability and threshold
+INDETERMINATE_LINE = "Indeterminate (neither stated nor ruled out): {}."
 #: a located finding -> the image-level diagnosis that explains it, said together in the impression
 EXPLAINED_BY: dict[str, str] = {"opacity": "pneumonia"}
 #: the places a device sentence may name, in the order named, and the regions each stands for
@@ -139,6 +145,9 @@ class Composed:
     #: the topics (:data:`crrg.report.TOPICS`, report order) that no evidence in this image
     #: speaks to (:func:`assessed_topics`): the report says nothing about them, normal or not
     not_assessed: tuple[str, ...] = ()
+    #: image-level findings with an absent statement whose probability lies between their rule-out
+    #: probability and their threshold: the report neither states nor rules them out
+    indeterminate: tuple[str, ...] = ()
 
     @property
     def findings_text(self) -> str:
@@ -146,11 +155,14 @@ class Composed:
 
     @property
     def report(self) -> str:
-        """The findings sentences, then a line "Impression: ...", then a line "Not assessed by
-        this model: ..." (:data:`NOT_ASSESSED_LINE`)."""
+        """The findings sentences, then a line "Impression: ...", then the lines "Indeterminate
+        ..." (:data:`INDETERMINATE_LINE`) and "Not assessed by this model: ..."
+        (:data:`NOT_ASSESSED_LINE`) where they have anything to name."""
         if not self.impression:
             return self.findings_text
         text = f"{self.findings_text}\nImpression: {self.impression}".lstrip("\n")
+        if self.indeterminate:
+            text += "\n" + INDETERMINATE_LINE.format(", ".join(self.indeterminate))
         if self.not_assessed:
             text += "\n" + NOT_ASSESSED_LINE.format(", ".join(self.not_assessed))
         return text
@@ -243,8 +255,11 @@ def _region_sentences(ev: ImageEvidence, thresholds: Mapping[str, float],
     return out
 
 
-def _image_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list[Sentence]:
-    out = []
+def _image_sentences(ev: ImageEvidence, thresholds: Mapping[str, float], rule_out: Mapping[str, float]
+                     ) -> tuple[list[Sentence], list[str]]:
+    """Image-level sentences: a finding at or above its threshold, or its absent statement below
+    its rule-out probability; and the findings in between (indeterminate, report order)."""
+    out, indeterminate = [], []
     measured = {FINDING_TOPICS["cardiomegaly"] for s in ev.measurements  # the heart size, with its value
                 if s.evidence.measurement == "cardiothoracic_ratio"}
     for finding, prob in ev.image_findings.items():
@@ -253,8 +268,11 @@ def _image_sentences(ev: ImageEvidence, thresholds: Mapping[str, float]) -> list
             if FINDING_TOPICS.get(finding) not in measured:
                 out.append(Sentence(present, (), finding, Evidence("image", probability=float(prob))))
         elif absent is not None:
-            out.append(Sentence(absent, (), None, Evidence("image", probability=1.0 - float(prob))))
-    return out
+            if finding in rule_out and prob < rule_out[finding]:
+                out.append(Sentence(absent, (), None, Evidence("image", probability=1.0 - float(prob))))
+            else:
+                indeterminate.append(finding)
+    return out, indeterminate
 
 
 def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, skip_regions: set[str],
@@ -300,13 +318,16 @@ def _decoder_sentences(ev: ImageEvidence, abnormal_threshold: float, skip_region
 
 # ------------------------------------------------------------------------------ topics
 def assessed_topics(ev: ImageEvidence, abnormality_topics: Collection[str]) -> frozenset[str]:
-    """The topics (:data:`crrg.report.TOPICS`) some evidence in this image speaks to: those the
-    region abnormality head's labels cover (``abnormality_topics``,
-    :attr:`crrg.findings.GroundingConfig.abnormality_topics`), the topic of every finding a head
-    scored (:data:`FINDING_TOPICS`), and the heart when its size was measured. A normal statement
-    on any other topic ("No pneumothorax.", "No acute bony abnormality.") has nothing behind it."""
+    """The topics (:data:`crrg.report.TOPICS`) that region-level evidence or a measurement in this
+    image speaks to, i.e. what the decoder's normal statements (region evidence) may be about:
+    those the region abnormality head's labels cover (``abnormality_topics``,
+    :attr:`crrg.findings.GroundingConfig.abnormality_topics`), the topic of every region-level
+    finding head (:data:`FINDING_TOPICS`), and the heart when its size was measured. A normal
+    statement on any other topic ("No pneumothorax.", "No acute bony abnormality.") has nothing
+    behind it. An image-level head states its finding's absence itself (:data:`IMAGE_TEMPLATES`,
+    below its rule-out probability), never through a decoder sentence with region evidence."""
     topics = set(abnormality_topics)
-    topics |= {FINDING_TOPICS[f] for f in [*ev.region_findings, *ev.image_findings] if f in FINDING_TOPICS}
+    topics |= {FINDING_TOPICS[f] for f in ev.region_findings if f in FINDING_TOPICS}
     if any(s.evidence.kind == "measurement" for s in ev.measurements):
         topics.add("heart")
     return frozenset(topics)
@@ -378,10 +399,12 @@ def _order(sentence: Sentence) -> tuple[int, bool, bool, int]:
     return rank, sentence.finding is None, sentence.evidence.kind == "image", first
 
 
-def impression(items: Sequence[tuple[Sentence, str]], not_assessed: Collection[str] = ()) -> str:
+def impression(items: Sequence[tuple[Sentence, str]], not_assessed: Collection[str] = (),
+               indeterminate: Collection[str] = ()) -> str:
     """The positive findings in order of importance (:data:`IMPORTANCE`), each once, or
     :data:`NO_ACUTE` (:data:`NO_ACUTE_ASSESSED` when a :data:`CARDIOPULMONARY` topic is in
-    ``not_assessed``). ``items``: (finding sentence, its impression item) in report order.
+    ``not_assessed`` or a finding is ``indeterminate``). ``items``: (finding sentence, its
+    impression item) in report order.
 
     A finding that an image-level diagnosis explains (:data:`EXPLAINED_BY`: opacities and
     pneumonia) is said with it, once ("Diffuse bilateral opacities, consistent with pneumonia.")."""
@@ -400,19 +423,23 @@ def impression(items: Sequence[tuple[Sentence, str]], not_assessed: Collection[s
             said.append(item)
     if said:
         return " ".join(said)
-    return NO_ACUTE_ASSESSED if set(CARDIOPULMONARY) & set(not_assessed) else NO_ACUTE
+    return NO_ACUTE_ASSESSED if set(CARDIOPULMONARY) & set(not_assessed) or indeterminate else NO_ACUTE
 
 
 def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = None,
             image_thresholds: Mapping[str, float] | None = None, abnormal_threshold: float = 0.5,
             decoder_findings: bool = False, region_relative: Mapping[str, float] | None = None,
-            abnormality_topics: Collection[str] = ("lungs",)) -> Composed:
+            abnormality_topics: Collection[str] = ("lungs",), rule_out: Mapping[str, float] | None = None
+            ) -> Composed:
     """The report's sentences with evidence, report order, and its impression (see the module doc);
-    ``region_relative`` and ``abnormality_topics``: those of :class:`crrg.findings.GroundingConfig`."""
+    ``region_relative``, ``abnormality_topics`` and ``rule_out``: those of
+    :class:`crrg.findings.GroundingConfig`."""
     dropped: list[tuple[str, str]] = []
     found = _region_sentences(ev, region_thresholds or {}, region_relative or {})
     localised = {s.finding for s, _ in found}
-    images = [s for s in _image_sentences(ev, image_thresholds or {}) if s.finding not in localised or not s.finding]
+    images, indeterminate = _image_sentences(ev, image_thresholds or {}, rule_out or {})
+    images = [s for s in images if s.finding not in localised or not s.finding]
+    indeterminate = [f for f in indeterminate if f not in localised]
     measured_regions = {r for s in ev.measurements for r in s.regions[:1]}  # e.g. the heart
     decoder = _decoder_sentences(ev, abnormal_threshold, measured_regions, dropped, decoder_findings)
     items = [*found, *((s, s.text) for s in images if s.finding),
@@ -422,13 +449,15 @@ def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = N
     contradicted = frozenset(k for s, _ in items for k in finding_keys(s))
     stated = frozenset(k for s in fixed for k in finding_keys(s))
     assessed = assessed_topics(ev, abnormality_topics)
-    normals = [s for s in [*decoder, *images]
-               if s.finding is None and _supported(s, dropped) and _assessed(s, assessed, dropped)]
+    normals = [s for s in decoder if s.finding is None and _supported(s, dropped) and _assessed(s, assessed, dropped)]
+    normals += [s for s in images if s.finding is None and _supported(s, dropped)]
     chosen = _select_normals(normals, stated, contradicted, ev.abnormal, dropped)
     sentences = sorted((_normalized(s) for s in [*fixed, *chosen]), key=_order)
-    not_assessed = tuple(t for t in TOPIC_ORDER if t not in assessed)
-    return Composed(tuple(sentences), tuple(dropped), impression(items, not_assessed) if sentences else "",
-                    not_assessed)
+    spoken = assessed | {FINDING_TOPICS[f] for f in ev.image_findings if f in FINDING_TOPICS}
+    not_assessed = tuple(t for t in TOPIC_ORDER if t not in spoken)
+    return Composed(tuple(sentences), tuple(dropped),
+                    impression(items, not_assessed, indeterminate) if sentences else "",
+                    not_assessed, tuple(indeterminate))
 
 
 def _normalized(s: Sentence) -> Sentence:

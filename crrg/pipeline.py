@@ -228,7 +228,7 @@ class Pipeline:
                 image=item.source, width=item.width, height=item.height,
                 regions=self._region_results(found, b, original[b], chosen[b], written[b]),
                 report=composed[b].composed.report, impression=composed[b].composed.impression,
-                not_assessed=composed[b].composed.not_assessed,
+                not_assessed=composed[b].composed.not_assessed, indeterminate=composed[b].composed.indeterminate,
                 labels=labels[b], label_regions=label_regions[b],
                 box_sentence=box_sentences[b], timings=times, sentences=composed[b].composed.sentences,
                 measurements=composed[b].measurements,
@@ -349,7 +349,7 @@ class Pipeline:
                                  generated=written, measurements=measured)
         composed = compose(evidence, grounding.region_thresholds, grounding.image_thresholds,
                            self.config.abnormal_threshold, grounding.decoder_findings, grounding.region_relative,
-                           grounding.abnormality_topics)
+                           grounding.abnormality_topics, grounding.rule_out)
         return Composition(composed, {"cardiothoracic_ratio": ratio})
 
     def calibrated_zero_shot(self, probs: torch.Tensor) -> torch.Tensor:

@@ -152,6 +152,10 @@ class ReportResult:
     #: :data:`crrg.report.TOPICS`); the report states nothing about them, normal or not, and
     #: ``report`` ends with the line "Not assessed by this model: ..."
     not_assessed: tuple[str, ...] = ()
+    #: image-level findings the report neither states nor rules out (probability between the
+    #: finding's rule-out probability and its threshold); ``report`` names them on the line
+    #: "Indeterminate (neither stated nor ruled out): ..."
+    indeterminate: tuple[str, ...] = ()
 
     def region(self, name: str) -> RegionResult:
         for region in self.regions:
@@ -193,6 +197,7 @@ class ReportResult:
             "report": self.report,
             "impression": self.impression,
             "not_assessed": list(self.not_assessed),
+            "indeterminate": list(self.indeterminate),
             "sentences": [s.to_json() for s in self.sentences],
             "measurements": {k: None if v is None else round(v, 4) for k, v in self.measurements.items()},
             "input_check": None if self.input_check is None else self.input_check.to_json(),

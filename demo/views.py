@@ -102,13 +102,20 @@ def impression_html(result: Result) -> str:
 
 
 def not_assessed_html(result: Result) -> str:
-    """The topics the report says nothing about because no evidence in the image speaks to them
-    (``ReportResult.not_assessed``); empty when there are none or the result predates the field."""
+    """What the report leaves open: the image-level findings it neither states nor rules out
+    (``ReportResult.indeterminate``) and the topics no evidence in the image speaks to
+    (``ReportResult.not_assessed``); empty when there are none or the result predates the fields."""
+    found = result.get("findings") or {}
+    parts = []
+    undecided = result.get("indeterminate") or []
+    if undecided:
+        named = ", ".join(f"{f} ({percent(found[f])})" if f in found else f for f in undecided)
+        parts.append(f"<b>Indeterminate (neither stated nor ruled out):</b> {html.escape(named)}.")
     topics = result.get("not_assessed") or []
-    if not topics:
-        return ""
-    return (f'<p class="crrg-not-assessed"><b>Not assessed by this model:</b> {html.escape(", ".join(topics))}. '
-            "The report states nothing about these, normal or not.</p>")
+    if topics:
+        parts.append(f'<b>Not assessed by this model:</b> {html.escape(", ".join(topics))}. '
+                     "The report states nothing about these, normal or not.")
+    return "".join(f'<p class="crrg-not-assessed">{p}</p>' for p in parts)
 
 
 def findings_html(result: Result) -> str:
@@ -125,15 +132,17 @@ def findings_html(result: Result) -> str:
     return ('<details class="crrg-findings"><summary>All findings the model checks</summary>'
             '<table><thead><tr><th>finding</th><th>probability</th><th>in the report</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>"
-            '<p class="crrg-hint">Calibrated probabilities; a finding is stated only above its threshold '
-            "chosen on validation images. Research demo, not a diagnosis.</p></details>")
+            '<p class="crrg-hint">Calibrated probabilities; a finding is stated only above its threshold, '
+            "and an image-level finding stated absent only below its rule-out probability, both chosen on "
+            "validation images. Research demo, not a diagnosis.</p></details>")
 
 
 def report_html(result: Result, title: str = "Report", picked: int | None = None) -> str:
     """The report: its impression (:func:`impression_html`), then one row per findings sentence:
     the coloured chip(s) of the regions it rests on (or "whole image"), the sentence and a line
-    with its evidence, then the topics not assessed (:func:`not_assessed_html`). A row is a button (``data-sentence`` = its index): choosing it shows its
-    evidence on the image; ``picked`` is the chosen one."""
+    with its evidence, then what the report leaves open (:func:`not_assessed_html`). A row is a
+    button (``data-sentence`` = its index): choosing it shows its evidence on the image;
+    ``picked`` is the chosen one."""
     sentences = evidence_sentences(result)
     if not sentences:
         body = ('<p class="crrg-empty">No region was selected for a sentence. Tick regions under '

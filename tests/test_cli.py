@@ -56,8 +56,10 @@ def test_report_json_lines_and_bad_inputs(tmp_path: Path, weights: Path) -> None
         assert line["disclaimer"] == crrg.DISCLAIMER
         findings = " ".join(s["text"] for s in line["sentences"])
         assert isinstance(line["impression"], str) and bool(line["impression"]) == bool(findings)
-        unassessed = f"\nNot assessed by this model: {', '.join(line['not_assessed'])}." if line["not_assessed"] else ""
-        assert line["report"] == (f"{findings}\nImpression: {line['impression']}{unassessed}" if findings else "")
+        open_lines = "".join(f"\n{name}: {', '.join(line[key])}." for name, key in (
+            ("Indeterminate (neither stated nor ruled out)", "indeterminate"),
+            ("Not assessed by this model", "not_assessed")) if line[key])
+        assert line["report"] == (f"{findings}\nImpression: {line['impression']}{open_lines}" if findings else "")
         for region in line["regions"]:
             assert region["box"] is None or len(region["box"]) == 4
     assert (ok[1]["width"], ok[1]["height"]) == (200, 260)

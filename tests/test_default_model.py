@@ -78,7 +78,7 @@ def test_reports_and_labels_follow_the_image(pipe: Pipeline, test_images: dict, 
     for kind in ("pneumonia", "normal"):
         results = [pipe(data_dir / r["image"], prompts="pneumonia") for r in test_images[kind]]
         assert all(r.report and r.disclaimer == DISCLAIMER for r in results)
-        said[kind] = sum("pneumonia" in extract_findings(r.report) for r in results)
+        said[kind] = sum("pneumonia" in extract_findings(r.findings_text) for r in results)
         prob[kind] = float(np.mean([r.labels["pneumonia"] for r in results]))
     # most pneumonia reports name it, few normal ones do; CLIP ranks the classes apart
     assert said["pneumonia"] >= PER_CLASS - 2 and said["normal"] <= 2, said

@@ -526,6 +526,9 @@ def test_the_topics_not_assessed_are_named_below_the_sentences() -> None:
     assert "<b>Not assessed by this model:</b> pneumothorax, bones." in page
     assert views.not_assessed_html({k: v for k, v in result.items() if k != "not_assessed"}) == ""  # an older result
     assert views.not_assessed_html(dict(result, not_assessed=[])) == ""
+    undecided = views.not_assessed_html(dict(result, indeterminate=["pleural effusion"]))
+    assert undecided.count('class="crrg-not-assessed"') == 2
+    assert "<b>Indeterminate (neither stated nor ruled out):</b> pleural effusion (20 %)." in undecided
 
 
 def test_every_finding_the_model_checks_is_listed_with_whether_the_report_states_it() -> None:

@@ -239,9 +239,11 @@ def test_a_device_sentence_names_at_most_three_places_and_keeps_every_region() -
 
 def test_image_level_findings_read_naturally_and_name_no_location() -> None:
     yes = compose(_evidence(image_findings={"pneumonia": 0.9}), image_thresholds={"pneumonia": 0.5})
-    no = compose(_evidence(image_findings={"pneumonia": 0.2}), image_thresholds={"pneumonia": 0.5})
+    no = compose(_evidence(image_findings={"pneumonia": 0.2}), image_thresholds={"pneumonia": 0.5},
+                 rule_out={"pneumonia": 0.3})
     assert _texts(yes) == ["Findings are consistent with pneumonia."]
     assert _texts(no) == ["There is no radiographic evidence of pneumonia."]
+    assert yes.indeterminate == no.indeterminate == ()
     assert yes.sentences[0].regions == () and not unsupported_locations(yes.sentences[0].text, (), "image")
 
 
@@ -249,7 +251,8 @@ def test_image_level_findings_read_naturally_and_name_no_location() -> None:
 def test_no_finding_gives_no_acute_cardiopulmonary_abnormality() -> None:
     out = compose(_evidence(generated={"right lung": "The lungs are clear.", "spine": "No acute bony abnormality."},
                             measurements=[measurement_sentence(heart_size(0.45, "PA"))],
-                            image_findings={"pneumonia": 0.1}), THRESHOLDS, {"pneumonia": 0.5})
+                            image_findings={"pneumonia": 0.1}), THRESHOLDS, {"pneumonia": 0.5},
+                  rule_out={"pneumonia": 0.2})
     assert out.impression == NO_ACUTE == "No acute cardiopulmonary abnormality."
     assert out.report == out.findings_text + "\nImpression: No acute cardiopulmonary abnormality."
     assert compose(_evidence()).impression == "" and compose(_evidence()).report == ""

@@ -53,8 +53,10 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
     for _, sentence in result.region_sentences:
         assert sentence.strip()
     findings = " ".join(s.text for s in result.sentences)
-    unassessed = f"\nNot assessed by this model: {', '.join(result.not_assessed)}." if result.not_assessed else ""
-    assert result.report == (f"{findings}\nImpression: {result.impression}{unassessed}" if result.sentences else "")
+    open_lines = "".join(f"\n{name}: {', '.join(items)}." for name, items in (
+        ("Indeterminate (neither stated nor ruled out)", result.indeterminate),
+        ("Not assessed by this model", result.not_assessed)) if items)
+    assert result.report == (f"{findings}\nImpression: {result.impression}{open_lines}" if result.sentences else "")
     assert bool(result.impression) == bool(result.sentences)
     # the tiny model's abnormality head covers the lungs only, and it has no finding heads
     assert {"pneumothorax", "bones", "mediastinum"} <= set(result.not_assessed) and "lungs" not in result.not_assessed
@@ -77,7 +79,7 @@ def test_report_is_its_sentences_and_every_sentence_keeps_the_evidence_contract(
     line = json.loads(json.dumps(result.to_json()))
     assert [x["text"] for x in line["sentences"]] == [s.text for s in result.sentences]
     assert line["impression"] == result.impression and line["report"] == result.report
-    assert line["not_assessed"] == list(result.not_assessed)
+    assert line["not_assessed"] == list(result.not_assessed) and line["indeterminate"] == list(result.indeterminate)
     assert set(line["measurements"]) == {"cardiothoracic_ratio"}
     assert result.findings_text == findings
 

@@ -134,3 +134,27 @@ def test_image_statements_count_per_source_and_group() -> None:
     assert out["kermany_pneumonia"]["abnormal"] == {"reports": 2, "any": 2, "by_finding": {"edema": 1, "pneumothorax": 2}}
     assert out["kermany_pneumonia"]["normal"] == {"reports": 1, "any": 0, "by_finding": {}}
     assert out["nih_cxr14"]["normal"]["by_finding"] == {"mass": 1}  # region-level opacity never counted
+
+
+def test_absent_statements_count_films_told_a_finding_is_absent_per_source() -> None:
+    def line(source: str, labels: dict, sentences=(), indeterminate=()) -> dict:
+        return {"source": source, "labels": labels, "indeterminate": list(indeterminate),
+                "sentences": [{"text": t, "finding": None, "evidence": {"kind": k}} for t, k in sentences]}
+
+    records = [
+        line("nih_cxr14", {"pleural effusion": 1}, [("There is no pleural effusion.", "image")]),
+        line("nih_cxr14", {"no finding": 1}, indeterminate=["pleural effusion", "pneumonia"]),
+        line("kermany_pneumonia", {"no finding": 1}, [("No pleural effusion.", "region"),
+                                                      ("There is no radiographic evidence of pneumonia.", "image")]),
+        line("kermany_pneumonia", {"pneumonia": 1}, [("Heart size is normal (cardiothoracic ratio 0.45).",
+                                                      "measurement")]),
+        {"source": None, "labels": None, "sentences": []},  # an image the prepared folder does not know
+    ]
+    out = report_quality.absent_statements(records)
+    assert out["pleural effusion"] == {"nih_cxr14": {  # Kermany does not assess effusions
+        "negatives": 1, "negatives_indeterminate": 1, "negatives_told_absent": 0,
+        "positives": 1, "positives_indeterminate": 0, "positives_told_absent": 1}}
+    assert out["pneumonia"]["kermany_pneumonia"] == {
+        "negatives": 1, "negatives_indeterminate": 0, "negatives_told_absent": 1,
+        "positives": 1, "positives_indeterminate": 0, "positives_told_absent": 0}
+    assert out["pneumonia"]["nih_cxr14"]["negatives_indeterminate"] == 1

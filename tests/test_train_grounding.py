@@ -88,9 +88,13 @@ def test_carry_keeps_the_previous_runs_sections_and_renews_zero_shot_calibration
     for name, data in (("eval", evaluation), ("prev", previous), ("text", text)):
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(json.dumps(data))
-    main([str(paths["eval"]), "--carry", str(paths["prev"]), "--text-tower", str(paths["text"])])
+    paths["rule"] = tmp_path / "rule_out.json"
+    paths["rule"].write_text(json.dumps({"chosen": {"pneumonia": 0.16}}))
+    main([str(paths["eval"]), "--carry", str(paths["prev"]), "--text-tower", str(paths["text"]),
+          "--rule-out", str(paths["rule"])])
     merged = json.loads(paths["eval"].read_text())
     assert merged["text_tower"] == text and merged["input_check"] == {"refused": 0.002}
+    assert merged["rule_out"] == {"chosen": {"pneumonia": 0.16}}
 
 
 def test_refit_replaces_the_image_findings_calibration_and_sets_every_test_report_quality(tmp_path) -> None:

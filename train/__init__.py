@@ -13,7 +13,8 @@ Two kinds of module, kept apart (``tests/test_code_shape.py`` checks it):
   finished model), ``train_text_tower`` (CLIP's text tower on frozen image embeddings), ``tune_grounding`` (the
   opacity relative share on validation), ``train_image_tower`` (CLIP's image tower fine-tuned on
   within-source labels, compared with the frozen one), ``refit_image_findings`` (the image-level
-  findings beyond pneumonia refit with co-occurrence priors and gated).
+  findings beyond pneumonia refit with co-occurrence priors and gated), ``rule_out`` (the
+  probability below which a report may state an image-level finding absent, on validation).
 - **helpers** (imported by the scripts and by each other):
   ``preparation`` (reading the datasets into the prepared folder, its formats), ``datasets``
   (the prepared folder as datasets), ``targets`` (region targets, sentences), ``finding_labels``,

@@ -14,7 +14,7 @@ A model that changed only what those runs do not measure (the text tower, the re
 grounding setting) keeps their figures: ``--carry PREVIOUS/metrics.json`` copies the sections the
 new evaluation lacks (and says so under ``carried``); ``--source-gate``, ``--text-tower`` and
 ``--grounding-tuning`` add the figures of ``train.gate_findings``, ``train.train_text_tower`` and
-``train.tune_grounding``; ``--refit`` those of ``train.refit_image_findings`` (its calibration
+``train.tune_grounding``, ``--rule-out`` those of ``train.rule_out`` (validation); ``--refit`` those of ``train.refit_image_findings`` (its calibration
 entries replace the carried ones of the image-level findings), ``--image-tower`` the comparison of
 ``train.train_image_tower``, and ``--report-quality`` sets ``report_quality.all_test`` from a
 ``train.report_quality`` run over every test report.
@@ -60,7 +60,8 @@ def merge(metrics: dict[str, Any], heads: dict[str, Any], augmented: dict[str, A
 
 
 CARRIED = ("cross_source", "calibration", "region_findings", "input_check", "measurements", "report_quality",
-           "source_gate", "text_tower", "grounding_tuning", "image_findings_refit", "image_tower_finetune")
+           "source_gate", "text_tower", "grounding_tuning", "image_findings_refit", "image_tower_finetune",
+           "rule_out")
 
 
 def carry(metrics: dict[str, Any], previous: dict[str, Any], source: str,
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source-gate", type=Path, default=None, help="train.gate_findings source_gate.json")
     parser.add_argument("--text-tower", type=Path, default=None, help="train.train_text_tower metrics.json")
     parser.add_argument("--grounding-tuning", type=Path, default=None, help="train.tune_grounding output")
+    parser.add_argument("--rule-out", type=Path, default=None, help="train.rule_out output (validation)")
     parser.add_argument("--refit", type=Path, default=None, help="train.refit_image_findings refit.json")
     parser.add_argument("--image-tower", type=Path, default=None, help="train.train_image_tower comparison JSON")
     parser.add_argument("--report-quality", type=Path, default=None,
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.carry is not None:
         metrics = carry(metrics, json.loads(args.carry.read_text()), str(args.carry), text_tower)
     for key, path in (("source_gate", args.source_gate), ("text_tower", args.text_tower),
-                      ("grounding_tuning", args.grounding_tuning)):
+                      ("grounding_tuning", args.grounding_tuning), ("rule_out", args.rule_out)):
         if path is not None:
             metrics[key] = json.loads(path.read_text())
     if args.refit is not None:

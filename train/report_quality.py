@@ -41,7 +41,9 @@ Per report (targets 0 for the first five, on every image of every source; ``tota
   with or without "among the findings assessed").
 
 ``image_statements``: per source, on its "No Finding" and its other labelled films, how many
-reports state each image-level finding (:func:`image_statements`).
+reports state each image-level finding (:func:`image_statements`); ``absent_statements``: per
+source, how many positive and negative films are told an image-level finding is absent, or left
+indeterminate (:func:`absent_statements`).
 
 NLG, a style check and not a measure of accuracy: for the images whose report states no finding
 (no sentence with a ``finding``: the model calls them normal), the findings text (the sentences
@@ -171,6 +173,36 @@ def image_statements(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return dict(sorted(out.items()))
 
 
+def absent_statements(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per image-level finding with an absent statement (:data:`crrg.grounding.IMAGE_TEMPLATES`:
+    pneumonia, pleural effusion) and per source that assesses it
+    (:func:`train.heads_data.image_finding_target`): how many of its positive and negative films
+    the report tells the finding is absent (a normal sentence naming it, e.g. "There is no pleural
+    effusion." or, before rule-out probabilities, the decoder's "No pleural effusion."), and how
+    many reports leave it indeterminate. A statement of absence on a positive film is the error
+    that matters most: a reader takes it as ruled out."""
+    from crrg.grounding import IMAGE_TEMPLATES
+    from train.heads_data import image_finding_target
+
+    findings = [f for f, (_, absent) in IMAGE_TEMPLATES.items() if absent]
+    out: dict[str, Any] = {}
+    for record in records:
+        if not record.get("labels") or not record.get("source"):
+            continue
+        normals = [s["text"].lower() for s in record.get("sentences") or []
+                   if s.get("finding") is None and s["evidence"]["kind"] != "measurement"]
+        for finding in findings:
+            y = image_finding_target({"labels": record["labels"], "source": record["source"]}, finding)
+            if y is None:
+                continue
+            entry = out.setdefault(finding, {}).setdefault(record["source"], Counter())
+            group = "positives" if y == 1 else "negatives"
+            entry[group] += 1
+            entry[f"{group}_told_absent"] += any(finding.split()[-1] in text for text in normals)
+            entry[f"{group}_indeterminate"] += finding in (record.get("indeterminate") or [])
+    return {f: {s: dict(sorted(c.items())) for s, c in sorted(by.items())} for f, by in sorted(out.items())}
+
+
 def iu_normal_reports(prepared: Path) -> dict[str, list[str]]:
     """{split: [report text]} of IU X-ray reports with no abnormal sentence (sentences in order)."""
     reports: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -254,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, Any] = {"reports_file": str(args.reports), "all": quality(records),
                                "by_source": {s: quality(r) for s, r in sorted(by_source.items())},
                                "splits": dict(Counter(r.get("split") for r in records)),
-                               "image_statements": image_statements(records)}
+                               "image_statements": image_statements(records),
+                               "absent_statements": absent_statements(records)}
     if not args.no_nlg:
         figures["nlg_normal_vs_iu_test_normal"] = nlg_style(records, args.prepared)
     args.out.parent.mkdir(parents=True, exist_ok=True)
