@@ -143,7 +143,8 @@ class Composed:
     #: the positive findings in order of importance, or :data:`NO_ACUTE` ("" without any sentence)
     impression: str = ""
     #: the topics (:data:`crrg.report.TOPICS`, report order) that no evidence in this image
-    #: speaks to (:func:`assessed_topics`): the report says nothing about them, normal or not
+    #: speaks to (neither :func:`assessed_topics` nor an image-level head): the report says
+    #: nothing about them, normal or not
     not_assessed: tuple[str, ...] = ()
     #: image-level findings with an absent statement whose probability lies between their rule-out
     #: probability and their threshold: the report neither states nor rules them out
@@ -334,12 +335,14 @@ def assessed_topics(ev: ImageEvidence, abnormality_topics: Collection[str]) -> f
 
 
 def _assessed(s: Sentence, assessed: frozenset[str], dropped: list[tuple[str, str]]) -> bool:
-    """A normal statement is kept only when every topic it covers is assessed."""
+    """A decoder normal statement is kept only when region-level evidence assesses every topic it
+    covers (``assessed``: :func:`assessed_topics`)."""
     topics = {t for t, _ in topic_keys(s.text)}
     missing = sorted(topics - assessed, key=TOPIC_ORDER.__getitem__)
     if not topics or missing:
         what = ", ".join(missing) if missing else "no topic"
-        dropped.append((normalize_sentence(s.text), f"normal statement on {what}: no head assesses it"))
+        why = f"normal statement on {what}: no region-level evidence for it"
+        dropped.append((normalize_sentence(s.text), why))
         return False
     return True
 

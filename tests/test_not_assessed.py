@@ -51,10 +51,10 @@ def test_decoder_statements_on_topics_without_region_evidence_are_dropped_and_li
     assert effusion.evidence.kind == "image" and effusion.regions == () and effusion.finding is None
     why = dict(out.dropped)
     assert why["No pneumothorax or pleural effusion."] == \
-        "normal statement on pleural effusion, pneumothorax: no head assesses it"
-    assert why["No pleural effusion."] == "normal statement on pleural effusion: no head assesses it"
-    assert why["No acute bony abnormality."] == "normal statement on bones: no head assesses it"
-    assert why["The trachea is midline."] == "normal statement on mediastinum: no head assesses it"
+        "normal statement on pleural effusion, pneumothorax: no region-level evidence for it"
+    assert why["No pleural effusion."] == "normal statement on pleural effusion: no region-level evidence for it"
+    assert why["No acute bony abnormality."] == "normal statement on bones: no region-level evidence for it"
+    assert why["The trachea is midline."] == "normal statement on mediastinum: no region-level evidence for it"
     assert out.not_assessed == ("pneumothorax", "heart", "mediastinum", "hila", "bones", "devices",
                                 "upper abdomen", "diaphragm")
     assert out.indeterminate == () and out.impression == NO_ACUTE_ASSESSED
@@ -66,8 +66,8 @@ def test_decoder_statements_on_topics_without_region_evidence_are_dropped_and_li
 
 def test_an_absent_statement_needs_the_rule_out_probability_and_between_it_is_indeterminate() -> None:
     def run(p: float, rule_out: dict[str, float] | None = RULE_OUT):
-        return compose(evidence(image_findings={"pleural effusion": p}, generated={"right lung": "The lungs are clear."}),
-                       image_thresholds=EFFUSION, rule_out=rule_out)
+        ev = evidence(image_findings={"pleural effusion": p}, generated={"right lung": "The lungs are clear."})
+        return compose(ev, image_thresholds=EFFUSION, rule_out=rule_out)
 
     assert "There is no pleural effusion." in _texts(run(0.09))
     for undecided in (run(0.1), run(0.3), run(0.01, rule_out={})):  # at the limit, above it, no limit
@@ -94,8 +94,8 @@ def test_findings_are_reported_whatever_topics_are_assessed() -> None:
 
 
 def test_the_result_json_carries_what_the_report_leaves_open() -> None:
-    out = compose(evidence(image_findings={"pleural effusion": 0.3}, generated={"right lung": "The lungs are clear."}),
-                  image_thresholds=EFFUSION, rule_out=RULE_OUT)
+    ev = evidence(image_findings={"pleural effusion": 0.3}, generated={"right lung": "The lungs are clear."})
+    out = compose(ev, image_thresholds=EFFUSION, rule_out=RULE_OUT)
     result = ReportResult(image="a.png", width=10, height=10, regions=(), report=out.report, labels={},
                           label_regions={}, sentences=out.sentences, impression=out.impression,
                           not_assessed=out.not_assessed, indeterminate=out.indeterminate)
