@@ -55,7 +55,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from crrg.findings import FINDING_REGIONS
+from crrg.findings import FINDING_REGIONS, GroundingConfig
 from crrg.locations import region_side, unsupported_locations
 from crrg.measurements import Measured
 from crrg.regions import REGION_INDEX
@@ -109,10 +109,10 @@ NO_ACUTE = "No acute cardiopulmonary abnormality."
 #: not assessed: the report cannot rule out what no head looks for (a pneumothorax)
 NO_ACUTE_ASSESSED = "No acute cardiopulmonary abnormality among the findings assessed."
 CARDIOPULMONARY = ("lungs", "pleural effusion", "pneumothorax", "heart")
-#: the line after the impression naming the topics no evidence in the image speaks to
-NOT_ASSESSED_LINE = "Not assessed by this model: {}."
-#: the line naming the image-level findings between their rule-out probability and threshold
-INDETERMINATE_LINE = "Indeterminate (neither stated nor ruled out): {}."
+#: the report's closing lines: the image-level findings between their rule-out probability and
+#: threshold, and the topics no evidence in the image speaks to ("LABEL: a, b.")
+INDETERMINATE_LABEL = "Indeterminate (neither stated nor ruled out)"
+NOT_ASSESSED_LABEL = "Not assessed by this model"
 #: a located finding -> the image-level diagnosis that explains it, said together in the impression
 EXPLAINED_BY: dict[str, str] = {"opacity": "pneumonia"}
 #: the places a device sentence may name, in the order named, and the regions each stands for
@@ -157,16 +157,14 @@ class Composed:
     @property
     def report(self) -> str:
         """The findings sentences, then a line "Impression: ...", then the lines "Indeterminate
-        ..." (:data:`INDETERMINATE_LINE`) and "Not assessed by this model: ..."
-        (:data:`NOT_ASSESSED_LINE`) where they have anything to name."""
+        ..." (:data:`INDETERMINATE_LABEL`) and "Not assessed by this model: ..."
+        (:data:`NOT_ASSESSED_LABEL`) where they have anything to name."""
         if not self.impression:
             return self.findings_text
-        text = f"{self.findings_text}\nImpression: {self.impression}".lstrip("\n")
-        if self.indeterminate:
-            text += "\n" + INDETERMINATE_LINE.format(", ".join(self.indeterminate))
-        if self.not_assessed:
-            text += "\n" + NOT_ASSESSED_LINE.format(", ".join(self.not_assessed))
-        return text
+        lines = [f"{self.findings_text}\nImpression: {self.impression}".lstrip("\n")]
+        lines += [f"{label}: {', '.join(items)}." for label, items in
+                  ((INDETERMINATE_LABEL, self.indeterminate), (NOT_ASSESSED_LABEL, self.not_assessed)) if items]
+        return "\n".join(lines)
 
 
 def measurement_sentence(measured: Measured) -> Sentence:
@@ -432,7 +430,8 @@ def impression(items: Sequence[tuple[Sentence, str]], not_assessed: Collection[s
 def compose(ev: ImageEvidence, region_thresholds: Mapping[str, float] | None = None,
             image_thresholds: Mapping[str, float] | None = None, abnormal_threshold: float = 0.5,
             decoder_findings: bool = False, region_relative: Mapping[str, float] | None = None,
-            abnormality_topics: Collection[str] = ("lungs",), rule_out: Mapping[str, float] | None = None
+            abnormality_topics: Collection[str] = GroundingConfig.abnormality_topics,
+            rule_out: Mapping[str, float] | None = None
             ) -> Composed:
     """The report's sentences with evidence, report order, and its impression (see the module doc);
     ``region_relative``, ``abnormality_topics`` and ``rule_out``: those of

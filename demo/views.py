@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crrg.calibration import Calibration, Temperature
+from crrg.grounding import INDETERMINATE_LABEL, NOT_ASSESSED_LABEL
 from crrg.report import assemble_report
 from demo.drawing import CARDIAC_WIDTH_COLOR, REGION_COLORS, THORACIC_WIDTH_COLOR, ctr_of, is_finding, visible_regions
 from demo.messages import public_message
@@ -110,10 +111,10 @@ def not_assessed_html(result: Result) -> str:
     undecided = result.get("indeterminate") or []
     if undecided:
         named = ", ".join(f"{f} ({percent(found[f])})" if f in found else f for f in undecided)
-        parts.append(f"<b>Indeterminate (neither stated nor ruled out):</b> {html.escape(named)}.")
+        parts.append(f"<b>{INDETERMINATE_LABEL}:</b> {html.escape(named)}.")
     topics = result.get("not_assessed") or []
     if topics:
-        parts.append(f'<b>Not assessed by this model:</b> {html.escape(", ".join(topics))}. '
+        parts.append(f'<b>{NOT_ASSESSED_LABEL}:</b> {html.escape(", ".join(topics))}. '
                      "The report states nothing about these, normal or not.")
     return "".join(f'<p class="crrg-not-assessed">{p}</p>' for p in parts)
 

@@ -75,6 +75,29 @@ class PreparedData:
         return path if path.is_absolute() else self.data_root / path
 
 
+def report_records(path: Path, prepared: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``python -m crrg report --out`` (failed images skipped), each with the
+    ``source`` / ``split`` / ``labels`` of its row in ``prepared/images.jsonl``, matched on the end
+    of the image path (``None`` for an image the prepared folder does not know)."""
+    meta = {}
+    with (prepared / "images.jsonl").open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            meta[row["image"]] = row
+    records = []
+    with path.open() as handle:
+        for line in handle:
+            record = json.loads(line)
+            if "report" not in record:
+                continue  # a failed image
+            parts = Path(record["image"]).parts
+            key = next((k for k in ("/".join(parts[i:]) for i in range(len(parts))) if k in meta), None)
+            info = meta.get(key, {})
+            records.append({**record, "source": info.get("source"), "split": info.get("split"),
+                            "labels": info.get("labels")})
+    return records
+
+
 def capped_sample(rows: Sequence[dict[str, Any]], group: Callable[[dict[str, Any]], Any], cap: int | None,
                   seed: int = 0) -> list[dict[str, Any]]:
     """``rows`` with at most ``cap`` of each group (``group(row)``: a sortable key, ``None`` for a

@@ -76,6 +76,7 @@ from typing import Any
 from crrg.data.sentences import pool_rejection
 from crrg.grounding import NO_ACUTE, NO_ACUTE_ASSESSED, finding_keys
 from crrg.report import topic_keys
+from train.datasets import report_records
 from crrg.types import Evidence, Sentence
 
 logger = logging.getLogger(__name__)
@@ -245,32 +246,6 @@ def nlg_style(records: Sequence[dict[str, Any]], prepared: Path) -> dict[str, An
     return out
 
 
-def load_records(path: Path, prepared: Path) -> list[dict[str, Any]]:
-    """The report JSON lines, each with ``source`` / ``split`` from ``prepared/images.jsonl``
-    (matched on the end of the image path)."""
-    meta = {}
-    with (prepared / "images.jsonl").open() as handle:
-        for line in handle:
-            row = json.loads(line)
-            meta[row["image"]] = row
-    records = []
-    with path.open() as handle:
-        for line in handle:
-            record = json.loads(line)
-            if "report" not in record:
-                continue  # a failed image
-            key = next((k for k in _suffixes(record["image"]) if k in meta), None)
-            info = meta.get(key, {})
-            records.append({**record, "source": info.get("source"), "split": info.get("split"),
-                            "labels": info.get("labels")})
-    return records
-
-
-def _suffixes(path: str) -> list[str]:
-    parts = Path(path).parts
-    return ["/".join(parts[i:]) for i in range(len(parts))]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", type=Path, help="JSON lines of `python -m crrg report --out`")
@@ -279,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-nlg", action="store_true", help="skip the NLG style check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    records = load_records(args.reports, args.prepared)
+    records = report_records(args.reports, args.prepared)
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_source[record.get("source") or "unknown"].append(record)

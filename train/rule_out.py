@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from crrg.grounding import IMAGE_TEMPLATES
-from train.datasets import PreparedData
+from train.datasets import report_records
 from train.heads_data import image_finding_target
 
 MISS = 0.1
@@ -42,40 +42,39 @@ def rule_out_threshold(positives: Sequence[float], miss: float = MISS) -> float:
     return ordered[math.floor(miss * len(ordered))]
 
 
-def choose(lines: Iterable[Mapping[str, Any]], rows: Mapping[str, Mapping[str, Any]], miss: float = MISS,
-           min_positives: int = MIN_POSITIVES) -> dict[str, Any]:
-    """Per finding: the rule-out probability (``None`` with too few positives) and what it does on
-    these lines. ``lines``: report JSON lines; ``rows``: prepared rows by the lines' image path."""
-    scored: dict[str, list[tuple[str, float, float]]] = {}
-    for line in lines:
-        row = rows.get(line.get("image", ""))
-        if row is None or "error" in line:
+def choose(records: Iterable[Mapping[str, Any]], miss: float = MISS, min_positives: int = MIN_POSITIVES
+           ) -> dict[str, Any]:
+    """Per finding: the rule-out probability (``None`` when no source has enough positives) and
+    what it does, per source and overall. ``records``: report lines with their prepared row's
+    ``source`` and ``labels`` (:func:`train.datasets.report_records`)."""
+    scores: dict[str, dict[str, tuple[list[float], list[float]]]] = {}  # finding -> source -> (pos, neg)
+    for record in records:
+        if not record.get("source") or not record.get("labels"):
             continue
-        for finding, p in (line.get("image_findings") or {}).items():
+        for finding, p in (record.get("image_findings") or {}).items():
             if IMAGE_TEMPLATES.get(finding, (None, None))[1] is None:
                 continue
-            y = image_finding_target(dict(row), finding)
+            y = image_finding_target({"source": record["source"], "labels": record["labels"]}, finding)
             if y is not None:
-                scored.setdefault(finding, []).append((row["source"], float(p), y))
+                pos, neg = scores.setdefault(finding, {}).setdefault(record["source"], ([], []))
+                (pos if y == 1 else neg).append(float(p))
     out: dict[str, Any] = {}
-    for finding, items in sorted(scored.items()):
-        by_source = {}
-        for source in sorted({s for s, _, _ in items}):
-            pos = [p for s, p, y in items if s == source and y == 1]
-            by_source[source] = {"positives": len(pos),
-                                 "rule_out": rule_out_threshold(pos, miss) if len(pos) >= min_positives else None}
-        limits = [v["rule_out"] for v in by_source.values() if v["rule_out"] is not None]
-        t = min(limits) if limits else None
-        for source, v in by_source.items():
-            pos = [p for s, p, y in items if s == source and y == 1]
-            neg = [p for s, p, y in items if s == source and y == 0]
-            v.update(negatives=len(neg), positives_below=None if t is None else sum(p < t for p in pos),
-                     negatives_below=None if t is None else sum(p < t for p in neg))
-        out[finding] = {"rule_out": t, "by_source": by_source,
-                        "positives": sum(v["positives"] for v in by_source.values()),
-                        "negatives": sum(v["negatives"] for v in by_source.values()),
-                        "positives_below": None if t is None else sum(p < t for _, p, y in items if y == 1),
-                        "negatives_below": None if t is None else sum(p < t for _, p, y in items if y == 0)}
+    for finding, by_source in sorted(scores.items()):
+        limits = {s: rule_out_threshold(pos, miss) if len(pos) >= min_positives else None
+                  for s, (pos, _) in sorted(by_source.items())}
+        t = min((v for v in limits.values() if v is not None), default=None)
+
+        def below(values: list[float]) -> int | None:
+            return None if t is None else sum(p < t for p in values)
+
+        sources = {s: {"positives": len(pos), "rule_out": limits[s], "negatives": len(neg),
+                       "positives_below": below(pos), "negatives_below": below(neg)}
+                   for s, (pos, neg) in sorted(by_source.items())}
+        every_pos = [p for pos, _ in by_source.values() for p in pos]
+        every_neg = [p for _, neg in by_source.values() for p in neg]
+        out[finding] = {"rule_out": t, "by_source": sources, "positives": len(every_pos),
+                        "negatives": len(every_neg), "positives_below": below(every_pos),
+                        "negatives_below": below(every_neg)}
     return out
 
 
@@ -88,10 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-positives", type=int, default=MIN_POSITIVES)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    prepared = PreparedData(args.prepared)
-    rows = {str(prepared.path(r["image"])): r for r in prepared.images(args.split) if r.get("image")}
-    lines = [json.loads(text) for text in args.reports.read_text().splitlines() if text.strip()]
-    figures = choose(lines, rows, args.miss, args.min_positives)
+    records = [r for r in report_records(args.reports, args.prepared) if r["split"] == args.split]
+    figures = choose(records, args.miss, args.min_positives)
     chosen = {f: round(v["rule_out"], 4) for f, v in figures.items() if v["rule_out"] is not None}
     args.out.write_text(json.dumps({"split": args.split, "miss": args.miss, "min_positives": args.min_positives,
                                     "findings": figures, "chosen": chosen}, indent=2) + "\n")
